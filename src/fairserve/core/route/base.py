@@ -1,0 +1,39 @@
+"""The Router protocol: pick the instance a request goes to."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from fairserve.core.model import Request
+from fairserve.core.registry import Registry
+
+
+class InstanceView(Protocol):
+    """What a router may read of an instance."""
+
+    @property
+    def index(self) -> int:
+        """The instance's position in the cluster."""
+
+    @property
+    def num_waiting(self) -> int:
+        """Requests queued at the instance."""
+
+    @property
+    def num_running(self) -> int:
+        """Requests in the instance's batch."""
+
+    @property
+    def outstanding_tokens(self) -> int:
+        """Prompt plus output tokens of the requests assigned and not finished."""
+
+
+class Router(Protocol):
+    """Chooses one of ``candidates`` (all have room) for ``req``; returns its position there."""
+
+    def choose(self, req: Request, candidates: Sequence[InstanceView], now: float) -> int:
+        """Position in ``candidates`` of the chosen instance."""
+
+
+ROUTERS: Registry[Router] = Registry("router")

@@ -1,0 +1,82 @@
+"""A cluster: engine instances behind one global queue and a router."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from fairserve.core.model import Request
+from fairserve.core.policies.base import Policy
+from fairserve.core.route.base import Router
+
+
+class Instance(Protocol):
+    """What the cluster and the event loop need of an engine."""
+
+    index: int
+    wake_s: float | None
+    version: int
+
+    @property
+    def num_waiting(self) -> int:
+        """Requests queued at the engine."""
+
+    @property
+    def num_running(self) -> int:
+        """Requests in the engine's batch."""
+
+    @property
+    def outstanding_tokens(self) -> int:
+        """Tokens of requests assigned and not finished."""
+
+    def add(self, req: Request, now: float) -> None:
+        """A request reaches the engine."""
+
+    def advance(self) -> None:
+        """Finish the work that ends at ``wake_s`` and plan the next."""
+
+
+class Cluster:
+    """Instances (heterogeneous allowed) fed from one policy-ordered global queue.
+
+    A request waits in the global queue until some instance has fewer than
+    ``max_engine_waiting`` requests queued of its own; the router then picks
+    among the instances with room. Keeping the engines' queues short is what
+    lets the global policy's order be the order that counts.
+    """
+
+    def __init__(
+        self,
+        instances: Sequence[Instance],
+        router: Router,
+        queue: Policy,
+        max_engine_waiting: int = 8,
+    ) -> None:
+        if not instances:
+            raise ValueError("a cluster needs at least one instance")
+        if max_engine_waiting < 1:
+            raise ValueError(f"max_engine_waiting must be >= 1, got {max_engine_waiting}")
+        self.instances = list(instances)
+        self.router = router
+        self.queue = queue
+        self.max_engine_waiting = max_engine_waiting
+        self.touched: list[Instance] = []  # instances whose wake may have changed
+
+    def submit(self, req: Request, now: float) -> None:
+        """A request arrives at the cluster."""
+        self.queue.push(req, now)
+        self.dispatch(now)
+
+    def dispatch(self, now: float) -> None:
+        """Move queued requests to instances with room, in the policy's order."""
+        queue, cap = self.queue, self.max_engine_waiting
+        while len(queue):
+            candidates = [i for i in self.instances if i.num_waiting < cap]
+            if not candidates:
+                return
+            req = queue.pop(now)
+            assert req is not None
+            pos = self.router.choose(req, candidates, now) if len(candidates) > 1 else 0
+            inst = candidates[pos]
+            inst.add(req, now)
+            self.touched.append(inst)

@@ -1,0 +1,57 @@
+"""Frozen, validated configuration of the simulated engines and cluster."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Limits of one engine instance, named as in vLLM.
+
+    Defaults follow vLLM v1's online-serving defaults for an 80 GB GPU:
+    ``max_num_batched_tokens`` 8192 and chunked prefill on, ``max_num_seqs``
+    256, 16-token KV blocks, 90% of GPU memory, prefix caching on.
+    ``num_gpu_blocks`` overrides the KV capacity the cost model computes
+    (vLLM's ``num_gpu_blocks_override``); ``max_model_len`` defaults to the
+    model's context length.
+    """
+
+    max_num_batched_tokens: int = 8192
+    max_num_seqs: int = 256
+    block_size: int = 16
+    gpu_memory_utilization: float = 0.9
+    enable_prefix_caching: bool = True
+    num_gpu_blocks: int | None = None
+    max_model_len: int | None = None
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("max_num_batched_tokens", self.max_num_batched_tokens >= 1, "must be >= 1"),
+            ("max_num_seqs", self.max_num_seqs >= 1, "must be >= 1"),
+            ("block_size", self.block_size >= 1, "must be >= 1"),
+            (
+                "gpu_memory_utilization",
+                0 < self.gpu_memory_utilization <= 1,
+                "must be in (0, 1]",
+            ),
+            (
+                "num_gpu_blocks",
+                self.num_gpu_blocks is None or self.num_gpu_blocks >= 1,
+                "must be >= 1 or unset",
+            ),
+            (
+                "max_model_len",
+                self.max_model_len is None or self.max_model_len >= 2,
+                "must be >= 2 or unset",
+            ),
+        )
+        for key, ok, what in checks:
+            if not ok:
+                raise ValueError(f"engine config: {key} {what}, got {getattr(self, key)!r}")
+        if self.max_num_batched_tokens < self.max_num_seqs:
+            # vLLM refuses this too: every running sequence must get its decode token.
+            raise ValueError(
+                "engine config: max_num_batched_tokens "
+                f"({self.max_num_batched_tokens}) must be >= max_num_seqs ({self.max_num_seqs})"
+            )

@@ -1,0 +1,430 @@
+"""The step-time cost model: a roofline of the GPU and the model's shape.
+
+One engine step runs a batch made of prefill tokens and decode sequences. Its
+time is
+
+    t = step_overhead_s + per_seq_overhead_s * seqs + t_allreduce
+        + max(flops / (tp * peak_flops * mfu), bytes / (tp * hbm_bw * mbu))
+
+with
+
+    flops = 2 * body_params * tokens          (every scheduled token, all layers)
+          + 2 * vocab * hidden * seqs         (LM head on each sampled position)
+          + 4 * layers * q_dim * attn_pairs   (QK^T and PV; a pair = one query
+                                               token attending to one KV token)
+    bytes = weight_bytes + kv_bytes_per_token * kv_tokens   (KV read this step)
+    t_allreduce = 2 * layers * (tokens * hidden * dtype * 2 (tp-1)/tp
+                   / (link_bw * interconnect_efficiency) + allreduce_latency_s)
+                  (tensor parallel only)
+
+``tokens`` = prefill tokens + decode sequences. Every factor that is not a
+public spec figure (``mfu``, ``mbu``, the overheads, the link efficiency) is an
+efficiency factor that ``fairserve calibrate`` fits from measured step times.
+
+During a run of pure decode steps the batch is fixed (B sequences) and the KV
+read grows by B tokens a step, so each step's time is ``c + max(u0 + u1 j,
+v0 + v1 j)``: two lines, which cross at most once. ``DecodeLine`` sums k such
+steps and inverts the sum in closed form; the simulator's event skipping rests
+on it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+GIB = 1024**3
+
+
+class UnknownProfileError(ValueError):
+    """A GPU, model or profile that fairserve has no figures for."""
+
+
+@dataclass(frozen=True, slots=True)
+class GPUSpec:
+    """Public spec figures of one GPU."""
+
+    name: str
+    memory_gib: float
+    peak_bf16_tflops: float
+    hbm_bandwidth_gb_s: float
+    interconnect_gb_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """The shape of a decoder-only transformer, from its config.json."""
+
+    name: str
+    params: int
+    num_layers: int
+    hidden_size: int
+    num_attention_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    tie_word_embeddings: bool
+    max_model_len: int
+    dtype_bytes: int = 2
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of all weights."""
+        return self.params * self.dtype_bytes
+
+    @property
+    def body_params(self) -> int:
+        """Parameters every token goes through (all but the embedding and LM head)."""
+        embed = self.vocab_size * self.hidden_size
+        return self.params - embed * (1 if self.tie_word_embeddings else 2)
+
+    def kv_bytes_per_token(self, tp: int) -> int:
+        """KV-cache bytes one token takes on one GPU under tensor parallelism."""
+        # KV heads are split across TP ranks; with fewer heads than ranks each
+        # rank keeps a replica of one head (as vLLM does).
+        heads_per_rank = max(1, self.num_kv_heads // tp)
+        return 2 * self.num_layers * heads_per_rank * self.head_dim * self.dtype_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Efficiency:
+    """The fitted factors of the cost model (see the module docstring)."""
+
+    mfu: float = 0.55
+    mbu: float = 0.80
+    step_overhead_s: float = 0.0005
+    per_seq_overhead_s: float = 0.000002
+    interconnect_efficiency: float = 0.7
+    allreduce_latency_s: float = 0.00001
+
+    def __post_init__(self) -> None:
+        for key in ("mfu", "mbu", "interconnect_efficiency"):
+            value = getattr(self, key)
+            if not 0 < value <= 1:
+                raise ValueError(f"efficiency {key} must be in (0, 1], got {value!r}")
+        for key in ("step_overhead_s", "per_seq_overhead_s", "allreduce_latency_s"):
+            value = getattr(self, key)
+            if value < 0:
+                raise ValueError(f"efficiency {key} must be >= 0, got {value!r}")
+
+
+def _profile_text(name: str) -> str:
+    return resources.files("fairserve.sim").joinpath("profiles", name).read_text()
+
+
+@cache
+def _gpu_table() -> dict[str, dict[str, Any]]:
+    return dict(yaml.safe_load(_profile_text("gpus.yaml"))["gpus"])
+
+
+@cache
+def _model_table() -> dict[str, dict[str, Any]]:
+    return dict(yaml.safe_load(_profile_text("models.yaml"))["models"])
+
+
+@cache
+def default_efficiency() -> Efficiency:
+    """The uncalibrated efficiency factors shipped in profiles/efficiency.yaml."""
+    return Efficiency(**yaml.safe_load(_profile_text("efficiency.yaml"))["default"])
+
+
+def known_gpus() -> list[str]:
+    """Names of the GPUs with shipped specs."""
+    return sorted(_gpu_table())
+
+
+def known_models() -> list[str]:
+    """Names of the models with shipped shapes."""
+    return sorted(_model_table())
+
+
+def _lookup(table: dict[str, dict[str, Any]], name: str, kind: str) -> dict[str, Any]:
+    for key, row in table.items():
+        if key.lower() == name.lower():
+            return {"name": key, **row}
+    raise UnknownProfileError(f"unknown {kind} {name!r}; known {kind}s: {', '.join(sorted(table))}")
+
+
+def gpu_spec(name: str) -> GPUSpec:
+    """The spec of a GPU by name (case-insensitive); a clear error lists the known ones."""
+    return GPUSpec(**_lookup(_gpu_table(), name, "GPU"))
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The shape of a model by name (case-insensitive); a clear error lists the known ones."""
+    return ModelSpec(**_lookup(_model_table(), name, "model"))
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeLine:
+    """Step times of a run of pure-decode steps: ``c + max(u0 + u1 j, v0 + v1 j)``.
+
+    ``j`` counts steps from the start of the run (0, 1, 2, ...).
+    """
+
+    c: float
+    u0: float
+    u1: float
+    v0: float
+    v1: float
+
+    def step_s(self, j: int) -> float:
+        """Time of step ``j`` of the run."""
+        return self.c + max(self.u0 + self.u1 * j, self.v0 + self.v1 * j)
+
+    def total_s(self, k: int) -> float:
+        """Sum of the times of steps 0..k-1, in closed form."""
+        if k <= 0:
+            return 0.0
+        # a: the line on top at j = 0; b: the other. a stays on top up to the
+        # crossing (if the lines cross at all), b from there on.
+        if self.u0 > self.v0 or (self.u0 == self.v0 and self.u1 >= self.v1):
+            a0, a1, b0, b1 = self.u0, self.u1, self.v0, self.v1
+        else:
+            a0, a1, b0, b1 = self.v0, self.v1, self.u0, self.u1
+        d1 = a1 - b1
+        if d1 >= 0.0:
+            s = k
+        else:
+            s = min(k, math.floor((a0 - b0) / -d1) + 1)
+        total = k * self.c + s * a0 + a1 * s * (s - 1) * 0.5
+        n = k - s
+        if n:
+            total += n * b0 + b1 * (s + k - 1) * n * 0.5
+        return total
+
+    def steps_within(self, dt_s: float) -> int:
+        """Largest k with ``total_s(k) <= dt_s`` (0 if not even one step fits)."""
+        if dt_s <= 0:
+            return 0
+        k = self._estimate(dt_s)
+        while k > 0 and self.total_s(k) > dt_s:
+            k -= 1
+        while self.total_s(k + 1) <= dt_s:
+            k += 1
+        return k
+
+    def steps_to_reach(self, dt_s: float) -> int:
+        """Smallest k with ``total_s(k) >= dt_s``: the first step boundary at or after dt_s."""
+        if dt_s <= 0:
+            return 0
+        k = self.steps_within(dt_s)
+        return k if self.total_s(k) >= dt_s else k + 1
+
+    def _estimate(self, dt_s: float) -> int:
+        # Solve the quadratic of the steeper line from 0 (an upper bound on the
+        # slope, so a slight under-estimate); the callers fix it up by +-1 steps.
+        x0 = self.c + max(self.u0, self.v0)
+        x1 = max(self.u1, self.v1)
+        if x1 <= 0.0:
+            return int(dt_s / x0)
+        # x1/2 k^2 + (x0 - x1/2) k - dt = 0
+        b = x0 - 0.5 * x1
+        disc = b * b + 2.0 * x1 * dt_s
+        return max(0, int((-b + math.sqrt(disc)) / x1))
+
+
+class CostModel:
+    """Step times for one (GPU, model, tensor-parallel degree) with given efficiency."""
+
+    __slots__ = (
+        "_a_attn",
+        "_a_seq",
+        "_a_tok",
+        "_comm_fixed",
+        "_comm_tok",
+        "_m_kv",
+        "_m_w",
+        "efficiency",
+        "gpu",
+        "model",
+        "per_seq_overhead_s",
+        "step_overhead_s",
+        "tp",
+    )
+
+    def __init__(
+        self, gpu: GPUSpec, model: ModelSpec, tp: int = 1, efficiency: Efficiency | None = None
+    ) -> None:
+        if tp < 1:
+            raise ValueError(f"tp must be >= 1, got {tp}")
+        eff = efficiency if efficiency is not None else default_efficiency()
+        self.gpu, self.model, self.tp, self.efficiency = gpu, model, tp, eff
+        flops_s = tp * gpu.peak_bf16_tflops * 1e12 * eff.mfu
+        bytes_s = tp * gpu.hbm_bandwidth_gb_s * 1e9 * eff.mbu
+        q_dim = model.num_attention_heads * model.head_dim
+        self._a_tok = 2.0 * model.body_params / flops_s
+        self._a_seq = 2.0 * model.vocab_size * model.hidden_size / flops_s
+        self._a_attn = 4.0 * model.num_layers * q_dim / flops_s
+        self._m_w = model.weight_bytes / bytes_s
+        self._m_kv = model.kv_bytes_per_token(tp) * tp / bytes_s
+        if tp > 1:
+            link_s = gpu.interconnect_gb_s * 1e9 * eff.interconnect_efficiency
+            ring = 2.0 * (tp - 1) / tp
+            self._comm_tok = 2 * model.num_layers * model.hidden_size * model.dtype_bytes * ring / link_s
+            self._comm_fixed = 2 * model.num_layers * eff.allreduce_latency_s
+        else:
+            self._comm_tok = 0.0
+            self._comm_fixed = 0.0
+        self.step_overhead_s = eff.step_overhead_s
+        self.per_seq_overhead_s = eff.per_seq_overhead_s
+
+    @classmethod
+    def from_names(
+        cls, gpu: str, model: str, tp: int = 1, efficiency: Efficiency | None = None
+    ) -> CostModel:
+        """Build from shipped GPU and model names."""
+        return cls(gpu_spec(gpu), model_spec(model), tp, efficiency)
+
+    def with_efficiency(self, efficiency: Efficiency) -> CostModel:
+        """The same hardware and model with other efficiency factors."""
+        return CostModel(self.gpu, self.model, self.tp, efficiency)
+
+    def step_time_s(
+        self,
+        prefill_tokens: int,
+        decode_seqs: int,
+        kv_tokens: int,
+        attn_pairs: int,
+        num_seqs: int,
+    ) -> float:
+        """Time of one step of the given composition.
+
+        ``kv_tokens``: KV-cache tokens read by the step (each scheduled sequence's
+        context). ``attn_pairs``: query-key pairs of attention (a decode
+        sequence with context c contributes c; a prefill chunk of n tokens on top
+        of c cached tokens contributes n*c + n*(n+1)/2). ``num_seqs``: sequences
+        in the step.
+        """
+        tokens = prefill_tokens + decode_seqs
+        compute = self._a_tok * tokens + self._a_seq * num_seqs + self._a_attn * attn_pairs
+        memory = self._m_w + self._m_kv * kv_tokens
+        fixed = self.step_overhead_s + self.per_seq_overhead_s * num_seqs
+        comm = self._comm_fixed + self._comm_tok * tokens if tokens else 0.0
+        return fixed + comm + (compute if compute > memory else memory)
+
+    def decode_line(self, batch_seqs: int, kv_tokens0: int) -> DecodeLine:
+        """Step times of pure-decode steps over ``batch_seqs`` sequences whose
+        first step reads ``kv_tokens0`` KV tokens (it grows by ``batch_seqs`` a step)."""
+        b = batch_seqs
+        c = self.step_overhead_s + self.per_seq_overhead_s * b + self._comm_fixed + self._comm_tok * b
+        return DecodeLine(
+            c=c,
+            u0=(self._a_tok + self._a_seq) * b + self._a_attn * kv_tokens0,
+            u1=self._a_attn * b,
+            v0=self._m_w + self._m_kv * kv_tokens0,
+            v1=self._m_kv * b,
+        )
+
+    def kv_cache_blocks(
+        self,
+        block_size: int,
+        gpu_memory_utilization: float,
+        max_num_batched_tokens: int,
+        max_num_seqs: int,
+    ) -> int:
+        """KV-cache blocks per instance, as vLLM sizes them after profiling.
+
+        Capacity per GPU = memory x utilisation - weights/tp - activation reserve,
+        where the reserve is the peak activation of a full-budget step (the
+        hidden states and MLP intermediates of ``max_num_batched_tokens`` tokens,
+        FP32 logits of ``max_num_seqs`` sequences) plus 1 GiB of non-torch memory
+        (CUDA context, graphs, NCCL buffers).
+        """
+        m = self.model
+        activation = max_num_batched_tokens * (4 * m.hidden_size + 2 * m.intermediate_size // self.tp)
+        activation *= m.dtype_bytes
+        activation += max_num_seqs * m.vocab_size * 4
+        free = (
+            self.gpu.memory_gib * GIB * gpu_memory_utilization
+            - m.weight_bytes / self.tp
+            - activation
+            - 1 * GIB
+        )
+        per_block = block_size * m.kv_bytes_per_token(self.tp)
+        blocks = int(free // per_block)
+        if blocks <= 0:
+            raise ValueError(
+                f"{m.name} does not fit on {self.gpu.name} with tp={self.tp}: "
+                f"{free / GIB:.1f} GiB left for the KV cache; raise tp or use a larger GPU"
+            )
+        return blocks
+
+
+# --- profiles: calibrated efficiency factors as data files ---------------------------
+
+
+def _profile_key(gpu: str, model: str, tp: int) -> str:
+    return f"{gpu}__{model}__tp{tp}".lower()
+
+
+def profile_dir() -> Path:
+    """Folder of the calibrated profiles shipped with fairserve."""
+    return Path(str(resources.files("fairserve.sim").joinpath("profiles")))
+
+
+def load_profile(path: Path) -> tuple[GPUSpec, ModelSpec, int, Efficiency]:
+    """Read a profile file written by ``fairserve calibrate``."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise UnknownProfileError(f"cannot read profile {path}: {exc}") from exc
+    for key in ("gpu", "model", "tp", "efficiency"):
+        if not isinstance(data, dict) or key not in data:
+            raise UnknownProfileError(f"profile {path}: missing key {key!r}")
+    try:
+        eff = Efficiency(**data["efficiency"])
+    except TypeError as exc:
+        raise UnknownProfileError(f"profile {path}: key 'efficiency': {exc}") from exc
+    return gpu_spec(data["gpu"]), model_spec(data["model"]), int(data["tp"]), eff
+
+
+def cost_model(gpu: str, model: str, tp: int = 1, profile: Path | None = None) -> CostModel:
+    """The cost model for a (gpu, model, tp), with calibrated factors when a profile exists.
+
+    ``profile`` names a file written by ``fairserve calibrate``; without it a
+    shipped profile for the same triple is used when there is one, else the
+    default efficiency factors.
+    """
+    if profile is not None:
+        g, m, p_tp, eff = load_profile(profile)
+        if p_tp != tp or g.name.lower() != gpu.lower() or m.name.lower() != model.lower():
+            raise UnknownProfileError(
+                f"profile {profile} is for {g.name}/{m.name}/tp{p_tp}, not {gpu}/{model}/tp{tp}"
+            )
+        return CostModel(g, m, tp, eff)
+    g, m = gpu_spec(gpu), model_spec(model)
+    shipped = profile_dir() / "calibrated" / f"{_profile_key(g.name, m.name, tp)}.yaml"
+    if shipped.is_file():
+        return CostModel(g, m, tp, load_profile(shipped)[3])
+    return CostModel(g, m, tp)
+
+
+def write_profile(
+    path: Path, model: CostModel, fit: dict[str, float] | None = None, source: str = ""
+) -> None:
+    """Write a profile file that ``load_profile`` and ``--profile`` read back."""
+    data: dict[str, Any] = {
+        "gpu": model.gpu.name,
+        "model": model.model.name,
+        "tp": model.tp,
+        "efficiency": asdict(model.efficiency),
+    }
+    if fit:
+        data["fit"] = fit
+    if source:
+        data["source"] = source
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def replace_efficiency(eff: Efficiency, **changes: float) -> Efficiency:
+    """A copy of ``eff`` with some factors changed (validated)."""
+    return replace(eff, **changes)

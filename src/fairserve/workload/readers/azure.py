@@ -1,0 +1,40 @@
+"""Azure LLM inference traces (AzurePublicDataset, 2023 and 2024 releases).
+
+CSV columns ``TIMESTAMP, ContextTokens, GeneratedTokens``. TIMESTAMP is a
+wall-clock date-time (2023: ``2023-11-16 18:17:03.9799600``; 2024 adds a
+``+00:00`` zone); arrivals are made relative to the first request.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fairserve.core.model import DEFAULT_TENANT
+from fairserve.workload.base import Workload
+from fairserve.workload.readers._table import Column, read_table
+
+HEADER = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+
+COLUMNS = [
+    Column("timestamp", "TIMESTAMP", "datetime"),
+    Column("prompt_tokens", "ContextTokens", "int", min_value=1),
+    Column("output_tokens", "GeneratedTokens", "int", min_value=1),
+]
+
+
+def read_azure(
+    path: str | Path, *, skip_bad_rows: bool = False, tenant: str = DEFAULT_TENANT
+) -> Workload:
+    """Read an Azure LLM inference trace; every row belongs to ``tenant``."""
+    path = Path(path)
+    table = read_table(path, "csv", COLUMNS, skip_bad_rows=skip_bad_rows)
+    stamp_s = table.columns["timestamp"]
+    start_s = float(stamp_s.min())
+    return Workload.from_arrays(
+        stamp_s - start_s,
+        table.columns["prompt_tokens"],
+        table.columns["output_tokens"],
+        tenant,
+        skipped_rows=table.skipped_rows,
+        meta={"source": str(path), "format": "azure", "start_epoch_s": start_s},
+    )
