@@ -46,6 +46,7 @@ class Seq:
     """
 
     __slots__ = (
+        "admit_no",
         "cached_tokens",
         "computed",
         "entries",
@@ -79,6 +80,7 @@ class Seq:
         self.hashed = 0  # prompt hash blocks already looked at for registration
         self.join_g = self.n0 = self.out0 = self.finish_g = self.residue = 0
         self.epoch = 0
+        self.admit_no = 0  # position in the running order (admission order)
         self.first_sched_s = NAN
         self.first_token_s = NAN
         self.preemptions = 0
@@ -87,6 +89,10 @@ class Seq:
 
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
+
+
+def _admit_order(seq: Seq) -> int:
+    return seq.admit_no
 
 
 def unfit_reason(
@@ -173,6 +179,7 @@ class Engine:
         self.kv_block_s = 0.0  # integral of used blocks over time
         self.kv_peak_blocks = 0
         self._seqno = 0
+        self._admissions = 0
         self.on_finish: Callable[[Request, float], None] | None = None
 
     # --- the driver's interface ---------------------------------------------------
@@ -362,6 +369,8 @@ class Engine:
     def _admit(self, seq: Seq, cached: int) -> None:
         seq.state = PREFILL
         seq.computed = cached
+        self._admissions += 1
+        seq.admit_no = self._admissions
         if seq.cached_tokens < 0:
             seq.cached_tokens = cached
             seq.first_sched_s = self.now
@@ -467,10 +476,13 @@ class Engine:
             seq.computed += chunk
             if self.prefix_caching and seq.req.prefix_hashes:
                 self._register_prefix(seq)
+        # Release order shapes the prefix cache's LRU order, so endings follow the
+        # running order as in vLLM: decodes (admitted earlier) first, then prefills.
+        self._complete_decodes()
+        for seq, _ in self._batch:
             if seq.computed == seq.todo:
                 self._prefill_done(seq)
         self._batch.clear()
-        self._complete_decodes()
 
     def _prefill_done(self, seq: Seq) -> None:
         self.prefilling.remove(seq)
@@ -496,11 +508,16 @@ class Engine:
 
     def _complete_decodes(self) -> None:
         heap, g = self._finish_heap, self.g
+        done: list[Seq] = []
         while heap and heap[0][0] <= g:
             finish_g, _, epoch, seq = heapq.heappop(heap)
             if seq.epoch != epoch:
                 continue  # stale: the sequence was preempted or shifted
             assert finish_g == g, "a decode run overshot a completion"
+            done.append(seq)
+        if len(done) > 1:
+            done.sort(key=_admit_order)
+        for seq in done:
             computed = seq.n0 + g - seq.join_g
             self._leave_decode(seq)
             seq.out = seq.target
