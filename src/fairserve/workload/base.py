@@ -44,7 +44,9 @@ def _readonly(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def encode_strings(values: Sequence[str] | np.ndarray) -> tuple[npt.NDArray[np.int32], tuple[str, ...]]:
+def encode_strings(
+    values: Sequence[str] | np.ndarray,
+) -> tuple[npt.NDArray[np.int32], tuple[str, ...]]:
     """Dictionary-encode strings: ``(codes, names)`` with names in first-seen order."""
     names: dict[str, int] = {}
     codes = np.fromiter(
@@ -137,13 +139,14 @@ class Workload:
         fail = None if failed is None else np.asarray(failed, dtype=np.bool_)
         if fail is not None and fail.shape != (n,):
             raise TraceError(f"column 'failed' has {fail.shape[0]} rows, expected {n}")
+        t_table: tuple[str, ...]
         if tenant_codes is not None:
             t_codes = np.array(tenant_codes, dtype=np.int32)
             t_table = tuple(tenant_table or ())
             _check_len("tenant_codes", t_codes, n)
         elif tenant is None or isinstance(tenant, str):
             t_codes = np.zeros(n, dtype=np.int32)
-            t_table: tuple[str, ...] = (tenant or DEFAULT_TENANT,)
+            t_table = (tenant or DEFAULT_TENANT,)
         else:
             _check_len("tenant", tenant, n)
             t_codes, t_table = encode_strings(tenant)
@@ -192,7 +195,9 @@ class Workload:
         n = self.arrival_s.shape[0]
         for name in ("prompt_tokens", "output_tokens", "tenant_codes"):
             if getattr(self, name).shape != (n,):
-                raise TraceError(f"column {name!r} has {getattr(self, name).shape[0]} rows, expected {n}")
+                raise TraceError(
+                    f"column {name!r} has {getattr(self, name).shape[0]} rows, expected {n}"
+                )
         for name in (
             "failed",
             "turn",
@@ -229,7 +234,9 @@ class Workload:
         min_output = self.output_tokens < 1
         if self.failed is not None:
             min_output &= ~self.failed
-            _raise_first(self.output_tokens < 0, "output_tokens", "an integer >= 0", self.output_tokens)
+            _raise_first(
+                self.output_tokens < 0, "output_tokens", "an integer >= 0", self.output_tokens
+            )
         _raise_first(
             min_output,
             "output_tokens",
@@ -242,8 +249,10 @@ class Workload:
             ("tenant_codes", self.tenant_codes, self.tenant_table),
             ("model_codes", self.model_codes, self.model_table),
         ):
-            if codes is not None and codes.size and (
-                int(codes.min()) < 0 or int(codes.max()) >= len(table)
+            if (
+                codes is not None
+                and codes.size
+                and (int(codes.min()) < 0 or int(codes.max()) >= len(table))
             ):
                 raise TraceError(f"{name}: a code is outside its table of {len(table)} names")
 
@@ -305,7 +314,9 @@ class Workload:
         names = list(self.tenant_table)
         prios = [c.priority if c is not None else 0 for c in configs]
         slos = [c.slo.name if c is not None else None for c in configs]
-        keep = None if self.failed is None or not self.failed.any() else np.flatnonzero(~self.failed)
+        keep = (
+            None if self.failed is None or not self.failed.any() else np.flatnonzero(~self.failed)
+        )
         n = len(self) if keep is None else int(keep.size)
         repeat = itertools.repeat
         next_id = 0
@@ -326,7 +337,9 @@ class Workload:
                 map(prios.__getitem__, codes),
                 repeat(None) if self.prefix_hashes is None else self.prefix_hashes[rows].tolist(),
                 repeat(self.prefix_block_tokens),
-                repeat(None) if self.conversation_id is None else self.conversation_id[rows].tolist(),
+                repeat(None)
+                if self.conversation_id is None
+                else self.conversation_id[rows].tolist(),
                 repeat(0) if self.turn is None else self.turn[rows].tolist(),
             )
             next_id += count
@@ -394,7 +407,9 @@ def _as_int_column(name: str, values: npt.ArrayLike, n: int) -> IntArray:
     return raw.astype(np.int64, copy=False) if raw.dtype != np.int64 else raw.copy()
 
 
-def _as_object_column(name: str, values: Sequence[Any] | np.ndarray | None, n: int) -> ObjArray | None:
+def _as_object_column(
+    name: str, values: Sequence[Any] | np.ndarray | None, n: int
+) -> ObjArray | None:
     if values is None:
         return None
     _check_len(name, values, n)

@@ -179,7 +179,10 @@ def _bad_mask(frame: pl.DataFrame, columns: Sequence[Column]) -> npt.NDArray[np.
         elif c.kind == "datetime":
             bad = bad | (col.is_not_null() & _datetime_s(col).is_null())
         elif c.kind == "bool":
-            bad = bad | (col.is_not_null() & ~col.str.to_lowercase().str.strip_chars().is_in(list(_TRUE | _FALSE)))
+            bad = bad | (
+                col.is_not_null()
+                & ~col.str.to_lowercase().str.strip_chars().is_in(list(_TRUE | _FALSE))
+            )
         exprs.append(bad.alias(c.name))
     if not exprs:
         return np.zeros(frame.height, dtype=np.bool_)
@@ -199,9 +202,7 @@ def _finish(frame: pl.DataFrame, columns: Sequence[Column], skipped: int) -> Tab
             else:
                 out[c.name] = series.cast(pl.Int64).to_numpy()
         elif c.kind == "bool":
-            out[c.name] = (
-                series.str.to_lowercase().str.strip_chars().is_in(list(_TRUE)).to_numpy()
-            )
+            out[c.name] = series.str.to_lowercase().str.strip_chars().is_in(list(_TRUE)).to_numpy()
         elif c.kind == "datetime":
             out[c.name] = frame.select(_datetime_s(pl.col(c.source)))[c.source].to_numpy()
         elif c.kind == "hashes":
@@ -236,8 +237,9 @@ def _csv_records(path: Path) -> Iterator[tuple[int, Any]]:
                     header = [name.strip() for name in row]
                     continue
                 if len(row) != len(header):
-                    yield reader.line_num, _BadValue(
-                        f"expected {len(header)} fields, got {len(row)}"
+                    yield (
+                        reader.line_num,
+                        _BadValue(f"expected {len(header)} fields, got {len(row)}"),
                     )
                     continue
                 yield reader.line_num, dict(zip(header, row, strict=True))
@@ -254,7 +256,10 @@ def _jsonl_records(path: Path, limit: int | None = None) -> Iterator[tuple[int, 
             try:
                 record = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                yield line_no, _BadValue(f"invalid JSON ({exc.msg if hasattr(exc, 'msg') else exc})")
+                yield (
+                    line_no,
+                    _BadValue(f"invalid JSON ({exc.msg if hasattr(exc, 'msg') else exc})"),
+                )
             else:
                 if not isinstance(record, dict):
                     yield line_no, _BadValue(f"expected a JSON object, got {type(record).__name__}")
@@ -294,7 +299,9 @@ def _python_read(
             out[c.name] = np.asarray(vals, dtype=np.float64)
         elif c.kind == "int":
             if any(v is None for v in vals):
-                out[c.name] = np.asarray([math.nan if v is None else v for v in vals], dtype=np.float64)
+                out[c.name] = np.asarray(
+                    [math.nan if v is None else v for v in vals], dtype=np.float64
+                )
             else:
                 out[c.name] = np.asarray(vals, dtype=np.int64)
         elif c.kind == "bool":
@@ -354,13 +361,16 @@ def _datetime_s(col: pl.Expr) -> pl.Expr:
     """
     text = col.str.strip_chars()
     parsed = pl.coalesce(
-        text.str.to_datetime("%Y-%m-%d %H:%M:%S%.f%:z", strict=False, time_unit="us")
-        .dt.replace_time_zone(None),
+        text.str.to_datetime(
+            "%Y-%m-%d %H:%M:%S%.f%:z", strict=False, time_unit="us"
+        ).dt.replace_time_zone(None),
         text.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", strict=False, time_unit="us"),
         text.str.to_datetime("%Y-%m-%d %H:%M:%S", strict=False, time_unit="us"),
         text.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False, time_unit="us"),
     )
-    return (parsed.dt.epoch("us").cast(pl.Float64) / 1e6).alias(col.meta.output_name(raise_if_undetermined=False) or "t")
+    return (parsed.dt.epoch("us").cast(pl.Float64) / 1e6).alias(
+        col.meta.output_name(raise_if_undetermined=False) or "t"
+    )
 
 
 def _to_int(value: Any) -> int:
@@ -381,7 +391,7 @@ def _parse_hashes(value: Any) -> tuple[int, ...]:
         items = [part for part in text.replace(",", " ").replace(";", " ").split() if part]
     out = []
     for item in items:
-        if isinstance(item, bool) or isinstance(item, float):
+        if isinstance(item, bool | float):
             raise ValueError(f"hash {item!r} is not an integer")
         out.append(int(item))
     return tuple(out)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import polars as pl
 
 from fairserve.core.model import DEFAULT_TENANT
@@ -49,6 +50,8 @@ def read_burstgpt(
     cols = table.columns
     model: pl.Series = cols["model"]
     m_codes, m_table = encode_series(model, "unknown")
+    t_codes: np.ndarray | None
+    t_table: tuple[str, ...]
     if tenant_by is None:
         t_codes, t_table = None, (DEFAULT_TENANT,)
     elif tenant_by == "model":
@@ -58,9 +61,7 @@ def read_burstgpt(
         if log_type is None:
             raise TraceError(f"{path}: tenant_by={tenant_by!r} needs the 'Log Type' column")
         short = (
-            log_type.fill_null("unknown")
-            .str.replace(" log", "", literal=True)
-            .str.to_lowercase()
+            log_type.fill_null("unknown").str.replace(" log", "", literal=True).str.to_lowercase()
         )
         key = short if tenant_by == "log_type" else model.fill_null("unknown") + "/" + short
         t_codes, t_table = encode_series(key, "unknown")

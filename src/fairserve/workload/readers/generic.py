@@ -24,6 +24,7 @@ Rows need not be sorted: they are sorted by arrival (stably).
 from __future__ import annotations
 
 from pathlib import Path
+
 import numpy as np
 
 from fairserve.core.model import DEFAULT_TENANT
@@ -106,4 +107,3 @@ def read_generic(
             "ignored_columns": sorted(available - known),
         },
     )
-
