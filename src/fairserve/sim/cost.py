@@ -37,6 +37,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 GIB = 1024**3
@@ -309,6 +310,22 @@ class CostModel:
         fixed = self.step_overhead_s + self.per_seq_overhead_s * num_seqs
         comm = self._comm_fixed + self._comm_tok * tokens if tokens else 0.0
         return fixed + comm + (compute if compute > memory else memory)
+
+    def step_times_s(
+        self,
+        prefill_tokens: np.ndarray,
+        decode_seqs: np.ndarray,
+        kv_tokens: np.ndarray,
+        attn_pairs: np.ndarray,
+        num_seqs: np.ndarray,
+    ) -> np.ndarray:
+        """``step_time_s`` over arrays of step compositions (calibration)."""
+        tokens = prefill_tokens + decode_seqs
+        compute = self._a_tok * tokens + self._a_seq * num_seqs + self._a_attn * attn_pairs
+        memory = self._m_w + self._m_kv * kv_tokens
+        fixed = self.step_overhead_s + self.per_seq_overhead_s * num_seqs
+        comm = np.where(tokens > 0, self._comm_fixed + self._comm_tok * tokens, 0.0)
+        return np.asarray(fixed + comm + np.maximum(compute, memory), dtype=np.float64)
 
     def decode_line(self, batch_seqs: int, kv_tokens0: int) -> DecodeLine:
         """Step times of pure-decode steps over ``batch_seqs`` sequences whose
