@@ -21,7 +21,7 @@ Length distributions (integers in ``[1, max_tokens]``):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -312,4 +312,159 @@ def synthetic(
         tenant_table=[t.name for t in mixes],
         tenants={t.name: t.tenant for t in mixes},
         meta={"source": "synthetic", "seed": seed, "arrival": arrival, "length": length},
+    )
+
+
+# ---------------------------------------------------------------- conversations
+LengthSampler = Callable[[int, np.random.Generator], IntArray]
+
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _mix64(x: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """splitmix64 finaliser: a cheap, well-spread 64-bit hash of integers."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def block_hashes(key: int, first_block: int, last_block: int) -> tuple[int, ...]:
+    """Hashes of blocks ``first_block..last_block-1`` of the token stream named ``key``.
+
+    The same (key, block) always gives the same 63-bit hash, so two prompts
+    that share a stream share the hashes of their common full blocks.
+    """
+    if last_block <= first_block:
+        return ()
+    blocks = np.arange(first_block, last_block, dtype=np.uint64)
+    base = _mix64(np.asarray([key], dtype=np.uint64))[0]
+    with np.errstate(over="ignore"):
+        mixed = _mix64(blocks * np.uint64(0x9E3779B97F4A7C15) + base)
+    return tuple((mixed >> np.uint64(1)).tolist())
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationShape:
+    """How a tenant's requests form multi-turn conversations.
+
+    Each arrival of the tenant's process starts a conversation of
+    ``1 + Geometric`` turns with mean ``turns_mean`` (at most ``max_turns``).
+    Turn k+1 arrives ``Exp(think_time_s)`` after turn k arrived (the generator
+    does not know service times, so think time is counted from the arrival).
+    Turn k's prompt is the shared system prompt (``shared_prefix_tokens``, the
+    same for every conversation of the tenant), all earlier user messages and
+    responses, and the new user message. A conversation stops early rather
+    than exceed ``max_prompt_tokens``.
+    """
+
+    turns_mean: float = 1.0
+    max_turns: int = 64
+    think_time_s: float = 30.0
+    shared_prefix_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.turns_mean >= 1:
+            raise ValueError(f"turns_mean must be >= 1, got {self.turns_mean}")
+        if self.max_turns < 1:
+            raise ValueError(f"max_turns must be >= 1, got {self.max_turns}")
+        if not self.think_time_s >= 0:
+            raise ValueError(f"think_time_s must be >= 0, got {self.think_time_s}")
+        if self.shared_prefix_tokens < 0:
+            raise ValueError(f"shared_prefix_tokens must be >= 0, got {self.shared_prefix_tokens}")
+
+
+def tenant_workload(
+    mix: TenantMix,
+    starts_s: npt.ArrayLike,
+    prompt: LengthSampler,
+    output: LengthSampler,
+    rng: np.random.Generator,
+    *,
+    conversation: ConversationShape | None = None,
+    block_tokens: int = 16,
+    max_prompt_tokens: int = 1 << 20,
+    tenant_key: int = 0,
+) -> Workload:
+    """One tenant's requests: one per arrival, or conversations started at the arrivals.
+
+    ``prompt`` draws the user-message lengths (the whole prompt without
+    conversations) and ``output`` the response lengths. With a conversation
+    shape the rows carry ``conversation_id``, ``turn`` and ``prefix_hashes``
+    (``block_tokens``-token blocks; ``tenant_key`` separates tenants' hashes).
+    """
+    starts = np.asarray(starts_s, dtype=np.float64)
+    n_conv = starts.size
+    meta = {"source": f"generated:{mix.name}", "format": "generated"}
+    if conversation is None:
+        return Workload.from_arrays(
+            starts,
+            prompt(n_conv, rng),
+            output(n_conv, rng),
+            mix.name,
+            tenants={mix.name: mix.tenant},
+            meta=meta,
+        )
+    shape = conversation
+    p_stop = 1.0 / shape.turns_mean
+    turns = np.minimum(rng.geometric(p_stop, size=n_conv), shape.max_turns)
+    total = int(turns.sum())
+    conv = np.repeat(np.arange(n_conv), turns)
+    first_row = np.concatenate([[0], np.cumsum(turns)[:-1]]).astype(np.int64)
+    turn = np.arange(total) - first_row[conv]
+    think = (
+        rng.exponential(shape.think_time_s, size=total)
+        if shape.think_time_s > 0
+        else np.zeros(total)
+    )
+    think[turn == 0] = 0.0
+    arrival = starts[conv] + _group_cumsum(think, first_row, conv)
+    user = prompt(total, rng)
+    reply = output(total, rng)
+    # History before turn k = sum over earlier turns of (user + reply).
+    step = user + reply
+    history = _group_cumsum(step, first_row, conv) - step
+    prompt_tokens = shape.shared_prefix_tokens + history + user
+    # Stop a conversation at its first turn over the cap (and drop the rest).
+    over = prompt_tokens > max_prompt_tokens
+    first_over = np.full(n_conv, np.iinfo(np.int64).max)
+    np.minimum.at(first_over, conv[over], turn[over])
+    keep = turn < first_over[conv]
+    hashes = [
+        _prompt_hashes(shape.shared_prefix_tokens, int(p), block_tokens, tenant_key, int(c))
+        for p, c in zip(prompt_tokens[keep].tolist(), conv[keep].tolist(), strict=True)
+    ]
+    conv_ids = np.asarray([f"{mix.name}-{c}" for c in conv[keep].tolist()], dtype=object)
+    return Workload.from_arrays(
+        arrival[keep],
+        prompt_tokens[keep],
+        reply[keep],
+        mix.name,
+        turn=turn[keep],
+        conversation_id=conv_ids,
+        prefix_hashes=hashes,
+        prefix_block_tokens=block_tokens,
+        tenants={mix.name: mix.tenant},
+        meta={**meta, "conversations": n_conv, "dropped_turns_over_cap": int((~keep).sum())},
+    )
+
+
+def _group_cumsum(values: np.ndarray, first_row: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """Cumulative sum restarting at each group (rows of a group are contiguous)."""
+    total = np.cumsum(values)
+    before = np.concatenate([[0], total[:-1]])[first_row]
+    return total - before[group]
+
+
+def _prompt_hashes(
+    shared: int, prompt: int, block: int, tenant_key: int, conv: int
+) -> tuple[int, ...]:
+    full = prompt // block
+    shared_full = min(shared // block, full)
+    # Full blocks only: a partial block grows with the next turn, so its hash
+    # would wrongly match a longer block.
+    tenant_stream = (tenant_key << 1) | 1
+    conv_stream = (tenant_key << 40) + (conv << 1)
+    return block_hashes(tenant_stream, 0, shared_full) + block_hashes(
+        conv_stream, shared_full, full
     )
