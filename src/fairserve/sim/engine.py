@@ -170,6 +170,7 @@ class Engine:
         self._step_end = 0.0
         self._starting = False  # woken from idle: the first step is planned at wake_s
         self._budget = 0
+        self._head_touches_cache = False  # the blocked waiting head has evictable hits
         # counters
         self.outstanding_tokens = 0
         self.steps = 0
@@ -323,6 +324,7 @@ class Engine:
     def _schedule_waiting(self) -> None:
         """Admit waiting requests while budget, sequence slots and KV blocks last."""
         budget = self._budget
+        self._head_touches_cache = False
         if budget <= 0:
             return
         pool, bs, cfg = self.pool, self.bs, self.config
@@ -342,6 +344,8 @@ class Engine:
             new_blocks = _cdiv(cached + chunk, bs) - cached // bs
             touch = pool.blocks_to_touch(hits) if hits else 0
             if new_blocks + touch > pool.free_blocks:
+                # Evicting the cached blocks it would reuse can make it fit later.
+                self._head_touches_cache = touch > 0
                 break
             if preempted:
                 preempted.popleft()
@@ -402,7 +406,12 @@ class Engine:
         while heap[0][3].epoch != heap[0][2]:
             heapq.heappop(heap)  # stale entries of preempted or shifted sequences
         steps = heap[0][0] - g
-        limit = self._steps_before_exhaustion()
+        pool = self.pool
+        limit = self._steps_within_blocks(pool.free_blocks)
+        if self._head_touches_cache:
+            # A blocked head stays blocked while no cached block is evicted.
+            truly_free = pool.total_blocks - pool.used_blocks - pool.evictable_blocks
+            limit = min(limit, self._steps_within_blocks(truly_free))
         if limit < steps:
             steps = limit
         line = self.cost.decode_line(b, self.dec_kv_base + b * g)
@@ -411,14 +420,13 @@ class Engine:
         self._run_t0 = self.now
         self.wake_s = self.now + line.total_s(steps)
 
-    def _steps_before_exhaustion(self) -> int:
-        """Steps of the run (this one included) before a decode would find no free block.
+    def _steps_within_blocks(self, free: int) -> int:
+        """Steps of the run (this one included) whose allocations fit in ``free`` blocks.
 
         The first step's blocks are already allocated. From the next step on,
         step g' allocates ``residue_count[g' % bs]`` blocks, ``dec_count`` per
         full cycle of ``bs`` steps.
         """
-        free = self.pool.free_blocks
         b, bs, counts = self.dec_count, self.bs, self.residue_count
         cycles = free // b
         left = free - cycles * b

@@ -1,0 +1,137 @@
+"""Property tests: conservation, exactly-once endings, and event skipping = per-step reference."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fairserve.core.model import Outcome, Request
+from fairserve.core.policies.fifo import FifoPolicy
+from fairserve.core.route.basic import RoundRobinRouter
+from fairserve.metrics.records import OUTCOME_CODES, RecordArrays, RequestRecords
+from fairserve.sim import loop
+from fairserve.sim.cluster import Cluster
+from fairserve.sim.config import EngineConfig
+from fairserve.sim.cost import cost_model
+from fairserve.sim.engine import Engine
+from fairserve.sim.reference import ReferenceEngine
+
+MODEL = cost_model("H100-80GB", "Llama-3.1-8B")
+COMPLETED = OUTCOME_CODES.index(Outcome.COMPLETED)
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> tuple[list[Request], EngineConfig, int, int]:
+    n = draw(st.integers(1, 30))
+    gaps = draw(st.lists(st.floats(0.0, 0.2), min_size=n, max_size=n))
+    prefix = draw(st.booleans())
+    reqs = []
+    t = 0.0
+    for i, gap in enumerate(gaps):
+        t += gap
+        prompt = draw(st.integers(1, 300))
+        output = draw(st.integers(1, 60))
+        hashes = None
+        if prefix and prompt >= 32:
+            family = draw(st.integers(0, 2))
+            hashes = tuple(hash((family, j)) for j in range(prompt // 32))
+        reqs.append(Request(i, t, prompt, output, prefix_hashes=hashes, prefix_block_tokens=32))
+    seqs = draw(st.integers(1, 16))
+    cfg = EngineConfig(
+        max_num_batched_tokens=draw(st.integers(max(seqs, 16), 400)),
+        max_num_seqs=seqs,
+        block_size=16,
+        num_gpu_blocks=draw(st.integers(24, 160)),
+        enable_prefix_caching=prefix,
+    )
+    return reqs, cfg, draw(st.integers(1, 3)), draw(st.integers(1, 4))
+
+
+def simulate(
+    engine_cls: type[Engine] | type[ReferenceEngine],
+    reqs: list[Request],
+    cfg: EngineConfig,
+    instances: int,
+    cap: int,
+) -> tuple[RecordArrays, list[Engine] | list[ReferenceEngine]]:
+    records = RequestRecords()
+    engines = [engine_cls(i, MODEL, cfg, records) for i in range(instances)]
+    loop.run(iter(reqs), Cluster(engines, RoundRobinRouter(), FifoPolicy(), cap))
+    return records.to_numpy(), engines  # type: ignore[return-value]
+
+
+def ordered(rec: RecordArrays, column: str) -> np.ndarray:
+    return np.asarray(getattr(rec, column))[np.argsort(rec.request_id)]
+
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@given(scenarios())
+@SETTINGS
+def test_event_skipping_agrees_with_the_per_step_reference(
+    scenario: tuple[list[Request], EngineConfig, int, int],
+) -> None:
+    reqs, cfg, instances, cap = scenario
+    fast, fast_engines = simulate(Engine, reqs, cfg, instances, cap)
+    ref, ref_engines = simulate(ReferenceEngine, reqs, cfg, instances, cap)
+    for column in ("first_scheduled_s", "first_token_s", "finish_s"):
+        np.testing.assert_allclose(
+            ordered(fast, column), ordered(ref, column), rtol=1e-9, atol=1e-12, err_msg=column
+        )
+    for column in ("outcome", "instance", "output_tokens", "cached_prompt_tokens", "preemptions"):
+        np.testing.assert_array_equal(ordered(fast, column), ordered(ref, column), err_msg=column)
+    assert sum(e.preemptions for e in fast_engines) == sum(e.preemptions for e in ref_engines)
+
+
+@given(scenarios())
+@SETTINGS
+def test_conservation_and_exactly_once(scenario: tuple[list[Request], EngineConfig, int, int]) -> None:
+    reqs, cfg, instances, cap = scenario
+    rec, engines = simulate(Engine, reqs, cfg, instances, cap)
+    # Every request ends exactly once.
+    assert sorted(rec.request_id.tolist()) == [r.id for r in reqs]
+    done = rec.outcome == COMPLETED
+    by_id = {r.id: r for r in reqs}
+    # Every completed request generated exactly the tokens it asked for.
+    for rid, out in zip(rec.request_id[done].tolist(), rec.output_tokens[done].tolist(), strict=True):
+        assert out == by_id[rid].output_tokens
+    # Requests fail only when they can never fit.
+    total_blocks = engines[0].pool.total_blocks
+    for rid in rec.request_id[~done].tolist():
+        r = by_id[rid]
+        assert -(-(r.prompt_tokens + r.output_tokens - 1) // 16) > total_blocks
+    # Time never goes back within a request.
+    arrival, sched = rec.arrival_s[done], rec.first_scheduled_s[done]
+    first, finish = rec.first_token_s[done], rec.finish_s[done]
+    assert (sched >= arrival).all() and (first > sched).all() and (finish >= first).all()
+    # Blocks allocated equal blocks freed: nothing is referenced at the end.
+    for engine in engines:
+        engine.check()
+        assert engine.pool.used_blocks == 0
+        assert engine.outstanding_tokens == 0
+        assert not engine.running and engine.num_waiting == 0
+        assert engine.wake_s is None
+
+
+def test_requests_out_of_order_are_rejected() -> None:
+    import pytest
+
+    reqs = [Request(0, 1.0, 10, 2), Request(1, 0.5, 10, 2)]
+    with pytest.raises(ValueError, match="sorted by arrival"):
+        simulate(Engine, reqs, EngineConfig(), 1, 8)
+
+
+def test_same_inputs_same_results() -> None:
+    rng = np.random.default_rng(7)
+    arrivals = np.cumsum(rng.exponential(0.01, 500))
+    reqs = [
+        Request(i, float(t), int(rng.integers(1, 2000)), int(rng.integers(1, 400)))
+        for i, t in enumerate(arrivals)
+    ]
+    cfg = EngineConfig(num_gpu_blocks=2000)
+    a, _ = simulate(Engine, reqs, cfg, 2, 4)
+    b, _ = simulate(Engine, reqs, cfg, 2, 4)
+    for column in ("request_id", "finish_s", "first_token_s", "preemptions", "instance"):
+        assert np.array_equal(getattr(a, column), getattr(b, column))
