@@ -59,11 +59,14 @@ def approx_tokens(text: str, chars_per_token: float = DEFAULT_CHARS_PER_TOKEN) -
     return max(1, math.ceil(len(text) / chars_per_token))
 
 
-def iter_records(text: str, origin: str) -> tuple[list[tuple[int, Any]], bool]:
+def iter_records(
+    text: str, origin: str, limit: int | None = None
+) -> tuple[list[tuple[int, Any]], bool]:
     """Parse a JSON list one element at a time: ``([(line, record)], truncated)``.
 
     ``truncated`` is true when the text ends inside a record (no closing ``]``);
     the incomplete record is left out. Malformed JSON elsewhere is an error.
+    With ``limit``, parsing stops after that many records.
     """
     decoder = json.JSONDecoder()
     pos = _skip_ws(text, 0)
@@ -74,6 +77,8 @@ def iter_records(text: str, origin: str) -> tuple[list[tuple[int, Any]], bool]:
     line = 1 + text.count("\n", 0, pos)
     last = pos
     while pos < len(text) and text[pos] != "]":
+        if limit is not None and len(records) >= limit:
+            return records, False
         line += text.count("\n", last, pos)
         last = pos
         try:
@@ -156,10 +161,8 @@ def read_sharegpt(
     text = path.read_text(encoding="utf-8", errors="strict")
     if not text.strip():
         raise TraceError(f"{path}: the file is empty")
-    records, truncated = iter_records(text, str(path))
+    records, truncated = iter_records(text, str(path), limit)
     del text
-    if limit is not None:
-        records = records[:limit]
     rows: list[tuple[int, int, int, str, str, str]] = []  # conv, prompt, output, id, q, a
     skipped = 0
     conversations = 0
