@@ -142,7 +142,9 @@ def simulate_cmd(
     gpu: Annotated[str, Opt(help="GPU name.")] = "H100-80GB",
     tp: Annotated[int, Opt(help="Tensor-parallel degree.")] = 1,
     instances: Annotated[int, Opt(help="Number of engine instances.")] = 1,
-    profile: Annotated[Path | None, Opt(help="Calibrated profile from `fairserve calibrate`.")] = None,
+    profile: Annotated[
+        Path | None, Opt(help="Calibrated profile from `fairserve calibrate`.")
+    ] = None,
     max_num_batched_tokens: Annotated[int, Opt(help="Token budget per step.")] = 8192,
     max_num_seqs: Annotated[int, Opt(help="Sequences per step.")] = 256,
     block_size: Annotated[int, Opt(help="Tokens per KV block.")] = 16,
@@ -197,7 +199,9 @@ def simulate_cmd(
 
 @app.command("calibrate")
 def calibrate_cmd(
-    steps: Annotated[Path, typer.Argument(help="CSV: prefill_tokens,decode_seqs,kv_tokens,step_time_s")],
+    steps: Annotated[
+        Path, typer.Argument(help="CSV: prefill_tokens,decode_seqs,kv_tokens,step_time_s")
+    ],
     model: Annotated[str, Opt(help="Model the steps were measured on.")] = "Llama-3.1-8B",
     gpu: Annotated[str, Opt(help="GPU the steps were measured on.")] = "H100-80GB",
     tp: Annotated[int, Opt(help="Tensor-parallel degree.")] = 1,

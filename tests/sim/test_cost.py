@@ -91,7 +91,9 @@ lines = st.builds(
 @given(line=lines, k=st.integers(0, 3000))
 @settings(max_examples=300, deadline=None)
 def test_closed_form_sum_equals_step_by_step_sum(line: DecodeLine, k: int) -> None:
-    assert line.total_s(k) == pytest.approx(math.fsum(line.step_s(j) for j in range(k)), rel=1e-9, abs=1e-15)
+    assert line.total_s(k) == pytest.approx(
+        math.fsum(line.step_s(j) for j in range(k)), rel=1e-9, abs=1e-15
+    )
 
 
 @given(line=lines, dt=st.floats(1e-6, 50.0))
@@ -129,6 +131,8 @@ def test_profile_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert (gpu.name, spec.name, tp) == ("L4", "Qwen2.5-1.5B", 1)
     assert eff == Efficiency(mfu=0.4, mbu=0.7)
     loaded = cost_model("L4", "Qwen2.5-1.5B", 1, profile=path)
-    assert loaded.step_time_s(0, 4, 400, 400, 4) == pytest.approx(model.step_time_s(0, 4, 400, 400, 4))
+    assert loaded.step_time_s(0, 4, 400, 400, 4) == pytest.approx(
+        model.step_time_s(0, 4, 400, 400, 4)
+    )
     with pytest.raises(UnknownProfileError, match="not H100-80GB"):
         cost_model("H100-80GB", "Qwen2.5-1.5B", 1, profile=path)

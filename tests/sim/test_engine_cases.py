@@ -82,7 +82,10 @@ def test_repeated_prefix_is_served_from_the_cache(reference: bool) -> None:
 
 def test_prefix_cache_off_computes_everything() -> None:
     hashes = [1, 2, 3, 4]
-    reqs = [req(0, 0.0, 256, 4, hashes=hashes, block_tokens=64), req(1, 5.0, 256, 4, hashes=hashes, block_tokens=64)]
+    reqs = [
+        req(0, 0.0, 256, 4, hashes=hashes, block_tokens=64),
+        req(1, 5.0, 256, 4, hashes=hashes, block_tokens=64),
+    ]
     result = run(reqs, config(enable_prefix_caching=False))
     assert by_id(result, "cached_prompt_tokens") == {0: 0, 1: 0}
 

@@ -87,7 +87,9 @@ def test_event_skipping_agrees_with_the_per_step_reference(
 
 @given(scenarios())
 @SETTINGS
-def test_conservation_and_exactly_once(scenario: tuple[list[Request], EngineConfig, int, int]) -> None:
+def test_conservation_and_exactly_once(
+    scenario: tuple[list[Request], EngineConfig, int, int],
+) -> None:
     reqs, cfg, instances, cap = scenario
     rec, engines = simulate(Engine, reqs, cfg, instances, cap)
     # Every request ends exactly once.
@@ -95,7 +97,9 @@ def test_conservation_and_exactly_once(scenario: tuple[list[Request], EngineConf
     done = rec.outcome == COMPLETED
     by_id = {r.id: r for r in reqs}
     # Every completed request generated exactly the tokens it asked for.
-    for rid, out in zip(rec.request_id[done].tolist(), rec.output_tokens[done].tolist(), strict=True):
+    for rid, out in zip(
+        rec.request_id[done].tolist(), rec.output_tokens[done].tolist(), strict=True
+    ):
         assert out == by_id[rid].output_tokens
     # Requests fail only when they can never fit.
     total_blocks = engines[0].pool.total_blocks

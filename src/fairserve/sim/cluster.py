@@ -70,8 +70,12 @@ class Cluster:
     def dispatch(self, now: float) -> None:
         """Move queued requests to instances with room, in the policy's order."""
         queue, cap = self.queue, self.max_engine_waiting
+        instances = self.instances
         while len(queue):
-            candidates = [i for i in self.instances if i.num_waiting < cap]
+            if len(instances) == 1:
+                candidates = instances if instances[0].num_waiting < cap else []
+            else:
+                candidates = [i for i in instances if i.num_waiting < cap]
             if not candidates:
                 return
             req = queue.pop(now)

@@ -63,6 +63,7 @@ class Seq:
         "prompt",
         "req",
         "residue",
+        "shared_blocks",
         "state",
         "target",
         "todo",
@@ -77,6 +78,7 @@ class Seq:
         self.computed = 0
         self.state = WAITING
         self.entries: list[CacheEntry] = []
+        self.shared_blocks = 0  # KV blocks held through ``entries``
         self.hashed = 0  # prompt hash blocks already looked at for registration
         self.join_g = self.n0 = self.out0 = self.finish_g = self.residue = 0
         self.epoch = 0
@@ -89,6 +91,9 @@ class Seq:
 
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
+
+
+_NO_HITS: list[CacheEntry] = []  # shared, never mutated
 
 
 def _admit_order(seq: Seq) -> int:
@@ -113,6 +118,35 @@ def unfit_reason(
     return None
 
 
+class _PolicyQueue:
+    """A Policy over requests seen as a queue of sequences (``q[0]``, ``popleft``)."""
+
+    __slots__ = ("_now", "_policy", "_seqs")
+
+    def __init__(self, policy: Policy) -> None:
+        self._policy = policy
+        self._seqs: dict[int, Seq] = {}
+        self._now = 0.0
+
+    def __len__(self) -> int:
+        return len(self._policy)
+
+    def append(self, seq: Seq) -> None:
+        self._seqs[id(seq.req)] = seq
+        self._policy.push(seq.req, seq.req.arrival_s)
+
+    def __getitem__(self, index: int) -> Seq:
+        assert index == 0
+        head = self._policy.peek(self._now)
+        assert head is not None
+        return self._seqs[id(head)]
+
+    def popleft(self) -> Seq:
+        req = self._policy.pop(self._now)
+        assert req is not None
+        return self._seqs.pop(id(req))
+
+
 class Engine:
     """A simulated engine instance: paged KV cache, continuous batching, preemption.
 
@@ -135,8 +169,9 @@ class Engine:
         self.cost = cost
         self.config = config
         self.records = records
-        self.queue: Policy = queue if queue is not None else FifoPolicy()
-        self.victim_policy: Policy = victim_policy if victim_policy is not None else self.queue
+        # The engine's own waiting queue: FCFS (a plain deque, the fast path) or a policy.
+        self._queue: deque[Seq] | _PolicyQueue = deque() if queue is None else _PolicyQueue(queue)
+        self.victim_policy: Policy = victim_policy or queue or FifoPolicy()
         self.bs = config.block_size
         self.max_model_len = config.max_model_len or cost.model.max_model_len
         blocks = config.num_gpu_blocks or cost.kv_cache_blocks(
@@ -153,7 +188,6 @@ class Engine:
         self.wake_s: float | None = None
         self.version = 0
         # queues
-        self._waiting_seqs: dict[int, Seq] = {}  # id(req) -> Seq for the queue's requests
         self.preempted: deque[Seq] = deque()
         self.running: dict[int, Seq] = {}  # admission order
         self.prefilling: list[Seq] = []  # running sequences still in prefill (running order)
@@ -188,7 +222,7 @@ class Engine:
     @property
     def num_waiting(self) -> int:
         """Requests queued in the engine (not running)."""
-        return len(self.queue) + len(self.preempted)
+        return len(self._queue) + len(self.preempted)
 
     @property
     def num_running(self) -> int:
@@ -203,8 +237,7 @@ class Engine:
             self._fail(req, now, reason)
             return
         seq = Seq(req)
-        self._waiting_seqs[id(req)] = seq
-        self.queue.push(req, now)
+        self._queue.append(seq)
         self.outstanding_tokens += req.prompt_tokens + req.output_tokens
         if self.wake_s is None:
             # Plan at a wake event, not here, so that every request arriving at
@@ -328,21 +361,15 @@ class Engine:
         if budget <= 0:
             return
         pool, bs, cfg = self.pool, self.bs, self.config
-        queue, preempted = self.queue, self.preempted
-        while budget > 0 and (preempted or len(queue)):
+        queue, preempted = self._queue, self.preempted
+        while budget > 0 and (preempted or queue):
             if len(self.running) >= cfg.max_num_seqs:
                 break
-            if preempted:
-                seq = preempted[0]
-            else:
-                head = queue.peek(self.now)
-                assert head is not None
-                seq = self._waiting_seqs[id(head)]
-            hits = self._lookup(seq)
+            seq = preempted[0] if preempted else queue[0]
+            hits, touch = self._lookup(seq)
             cached = len(hits) * seq.req.prefix_block_tokens if hits else 0
             chunk = min(seq.todo - cached, budget)
             new_blocks = _cdiv(cached + chunk, bs) - cached // bs
-            touch = pool.blocks_to_touch(hits) if hits else 0
             if new_blocks + touch > pool.free_blocks:
                 # Evicting the cached blocks it would reuse can make it fit later.
                 self._head_touches_cache = touch > 0
@@ -350,11 +377,11 @@ class Engine:
             if preempted:
                 preempted.popleft()
             else:
-                queue.pop(self.now)
-                del self._waiting_seqs[id(seq.req)]
+                queue.popleft()
             if hits:
                 pool.acquire(hits)
-                seq.entries = list(hits)
+                seq.entries = hits
+                seq.shared_blocks = cached // bs
                 seq.hashed = len(hits)
             pool.allocate(new_blocks)
             self._admit(seq, cached)
@@ -362,10 +389,10 @@ class Engine:
             budget -= chunk
         self._budget = budget
 
-    def _lookup(self, seq: Seq) -> list[CacheEntry]:
+    def _lookup(self, seq: Seq) -> tuple[list[CacheEntry], int]:
         hashes = seq.req.prefix_hashes
         if not hashes or not self.prefix_caching:
-            return []
+            return _NO_HITS, 0
         # At least one token is always computed (vLLM caps the hit below num_tokens).
         max_entries = (seq.todo - 1) // seq.req.prefix_block_tokens
         return self.pool.lookup(hashes, max_entries)
@@ -407,13 +434,15 @@ class Engine:
             heapq.heappop(heap)  # stale entries of preempted or shifted sequences
         steps = heap[0][0] - g
         pool = self.pool
-        limit = self._steps_within_blocks(pool.free_blocks)
+        free = pool.free_blocks
         if self._head_touches_cache:
             # A blocked head stays blocked while no cached block is evicted.
-            truly_free = pool.total_blocks - pool.used_blocks - pool.evictable_blocks
-            limit = min(limit, self._steps_within_blocks(truly_free))
-        if limit < steps:
-            steps = limit
+            free -= pool.evictable_blocks
+        # At most dec_count blocks per bs steps: skip the exact count when they all fit.
+        if free < b * (steps // self.bs + 1):
+            limit = self._steps_within_blocks(free)
+            if limit < steps:
+                steps = limit
         line = self.cost.decode_line(b, self.dec_kv_base + b * g)
         self._line = line
         self._run_steps = steps
@@ -460,10 +489,16 @@ class Engine:
     def _finish_run(self) -> None:
         k = self._run_steps
         bs, counts, g = self.bs, self.residue_count, self.g
-        # Blocks for steps g+1 .. g+k-1 (step g's were taken when it was planned).
+        # Blocks for steps g+1 .. g+k-1 (step g's were taken when it was planned):
+        # dec_count per full cycle of bs steps, then a partial cycle of residues.
         allocs = ((k - 1) // bs) * self.dec_count
-        for i in range((k - 1) % bs):
-            allocs += counts[(g + 1 + i) % bs]
+        rest = (k - 1) % bs
+        if rest:
+            first = (g + 1) % bs
+            last = first + rest
+            allocs += sum(counts[first:last])
+            if last > bs:
+                allocs += sum(counts[: last - bs])
         if allocs:
             self.pool.allocate(allocs)
         end = self.wake_s
@@ -511,11 +546,14 @@ class Engine:
             entry = self.pool.register(hashes[i], pbt // self.bs)
             if entry is not None:
                 seq.entries.append(entry)
+                seq.shared_blocks += entry.blocks
         if full > seq.hashed:
             seq.hashed = full
 
     def _complete_decodes(self) -> None:
         heap, g = self._finish_heap, self.g
+        if not heap or heap[0][0] > g:
+            return
         done: list[Seq] = []
         while heap and heap[0][0] <= g:
             finish_g, _, epoch, seq = heapq.heappop(heap)
@@ -569,8 +607,7 @@ class Engine:
 
     def _held_blocks(self, seq: Seq, computed: int) -> tuple[int, int]:
         """(private blocks, entries) a sequence with ``computed`` tokens holds."""
-        shared = sum(e.blocks for e in seq.entries)
-        return _cdiv(computed, self.bs) - shared, shared
+        return _cdiv(computed, self.bs) - seq.shared_blocks, seq.shared_blocks
 
     def _release(self, seq: Seq, computed: int) -> None:
         private, _ = self._held_blocks(seq, computed)
@@ -578,6 +615,7 @@ class Engine:
         if seq.entries:
             self.pool.release_entries(seq.entries)
             seq.entries = []
+            seq.shared_blocks = 0
         seq.hashed = 0
 
     def _complete(self, seq: Seq, computed: int) -> None:
@@ -618,10 +656,7 @@ class Engine:
         self.pool.check()
         held = 0
         for seq in self.running.values():
-            if seq.state == DECODE:
-                computed = seq.n0 + self.g - seq.join_g
-            else:
-                computed = seq.computed
+            computed = seq.n0 + self.g - seq.join_g if seq.state == DECODE else seq.computed
             private, shared = self._held_blocks(seq, computed)
             assert private >= 0, (private, shared)
             held += private

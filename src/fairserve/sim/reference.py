@@ -198,14 +198,15 @@ class ReferenceEngine:
                 assert head is not None
                 seq = self.seqs[id(head)]
             hits: list[CacheEntry] = []
+            touch = 0
             hashes = seq.req.prefix_hashes
             pbt = seq.req.prefix_block_tokens
             if hashes and self.config.enable_prefix_caching:
-                hits = pool.lookup(hashes, (seq.num_tokens - 1) // pbt)
+                hits, touch = pool.lookup(hashes, (seq.num_tokens - 1) // pbt)
             cached = len(hits) * pbt
             n = min(seq.num_tokens - cached, budget)
             need = self._blocks(cached + n) - cached // self.bs
-            if need + pool.blocks_to_touch(hits) > pool.free_blocks:
+            if need + touch > pool.free_blocks:
                 break
             if self.preempted:
                 self.preempted.popleft()
