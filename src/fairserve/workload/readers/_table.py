@@ -9,6 +9,7 @@ to name the first bad line (or, with ``skip_bad_rows``, to drop every bad row).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from collections.abc import Iterator, Sequence
@@ -139,7 +140,9 @@ def _available_columns(path: Path, fmt: TableFormat) -> set[str]:
     return keys
 
 
-def _fast_read(path: Path, fmt: TableFormat, columns: Sequence[Column]) -> pl.DataFrame | None:
+def _fast_read(
+    path: Path | io.BytesIO, fmt: TableFormat, columns: Sequence[Column]
+) -> pl.DataFrame | None:
     sources = [c.source for c in columns]
     schema = {c.source: _POLARS_DTYPE[c.kind] for c in columns}
     if fmt == "jsonl":
@@ -225,8 +228,15 @@ def _raise_row_error(path: Path, frame: pl.DataFrame, columns: Sequence[Column],
 
 
 # ---------------------------------------------------------------- slow path
-def _csv_records(path: Path) -> Iterator[tuple[int, Any]]:
-    with path.open(newline="", encoding="utf-8", errors="strict") as fh:
+def _csv_records(
+    path: Path, data: bytes | None = None, line_offset: int = 0
+) -> Iterator[tuple[int, Any]]:
+    opened = (
+        path.open(newline="", encoding="utf-8", errors="strict")
+        if data is None
+        else io.TextIOWrapper(io.BytesIO(data), newline="", encoding="utf-8", errors="strict")
+    )
+    with opened as fh:
         reader = csv.reader(fh)
         header: list[str] | None = None
         try:
@@ -238,13 +248,13 @@ def _csv_records(path: Path) -> Iterator[tuple[int, Any]]:
                     continue
                 if len(row) != len(header):
                     yield (
-                        reader.line_num,
+                        line_offset + reader.line_num,
                         _BadValue(f"expected {len(header)} fields, got {len(row)}"),
                     )
                     continue
-                yield reader.line_num, dict(zip(header, row, strict=True))
+                yield line_offset + reader.line_num, dict(zip(header, row, strict=True))
         except (csv.Error, UnicodeDecodeError) as exc:
-            yield reader.line_num + 1, _BadValue(f"unreadable CSV ({exc})")
+            yield line_offset + reader.line_num + 1, _BadValue(f"unreadable CSV ({exc})")
 
 
 def _jsonl_records(path: Path, limit: int | None = None) -> Iterator[tuple[int, Any]]:
@@ -271,9 +281,16 @@ def _jsonl_records(path: Path, limit: int | None = None) -> Iterator[tuple[int, 
 
 
 def _python_read(
-    path: Path, fmt: TableFormat, columns: Sequence[Column], *, skip_bad_rows: bool
+    path: Path,
+    fmt: TableFormat,
+    columns: Sequence[Column],
+    *,
+    skip_bad_rows: bool,
+    data: bytes | None = None,
+    line_offset: int = 0,
+    allow_empty: bool = False,
 ) -> Table:
-    records = _csv_records(path) if fmt == "csv" else _jsonl_records(path)
+    records = _csv_records(path, data, line_offset) if fmt == "csv" else _jsonl_records(path)
     values: dict[str, list[Any]] = {c.name: [] for c in columns}
     skipped = 0
     for line_no, record in records:
@@ -289,7 +306,7 @@ def _python_read(
         for c, value in zip(columns, row, strict=True):
             values[c.name].append(value)
     rows = len(values[columns[0].name]) if columns else 0
-    if rows == 0:
+    if rows == 0 and not allow_empty:
         what = f"all {skipped} rows were malformed" if skipped else "no data rows"
         raise TraceError(f"{path}: {what}")
     out: dict[str, Any] = {}
@@ -404,8 +421,71 @@ def encode_series(series: pl.Series, null_as: str) -> tuple[npt.NDArray[np.int32
     instead of the seconds a Python loop over the strings would.
     """
     filled = series.fill_null(null_as).cast(pl.String)
-    uniq = filled.unique(maintain_order=True)
-    codes = filled.replace_strict(
-        uniq, pl.Series(np.arange(uniq.len(), dtype=np.int32)), return_dtype=pl.Int32
-    )
-    return codes.to_numpy().astype(np.int32, copy=False), tuple(uniq.to_list())
+    names = filled.unique(maintain_order=True).to_list()
+    # An Enum cast hashes each string once in Rust: 0.25 s for 10M rows,
+    # against 0.66 s for replace_strict (measured on the 2-core dev machine).
+    codes = filled.cast(pl.Enum(names)).to_physical().to_numpy()
+    return codes.astype(np.int32, copy=False), tuple(names)
+
+
+def stream_csv_tables(
+    path: Path,
+    columns: Sequence[Column],
+    *,
+    skip_bad_rows: bool = False,
+    batch_bytes: int = 64 << 20,
+) -> Iterator[Table]:
+    """Read a CSV in chunks of about ``batch_bytes``: memory stays bounded by the chunk.
+
+    Chunks end at line ends, so a quoted field spanning lines (which none of
+    the supported trace formats has) is not supported here. Bad lines are
+    named with their line number in the whole file.
+    """
+    if not path.exists():
+        raise TraceError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise TraceError(f"{path}: the file is empty (expected a header and at least one row)")
+    available = _available_columns(path, "csv")
+    missing = [c.source for c in columns if c.required and c.source not in available]
+    if missing:
+        raise TraceError(
+            f"{path}: missing required column {missing[0]!r} "
+            f"(columns found: {', '.join(sorted(available)) or 'none'})"
+        )
+    wanted = [c for c in columns if c.source in available]
+    produced = False
+    with path.open("rb") as fh:
+        header = fh.readline()
+        line_offset = 0  # data lines before the chunk (the header is line 1)
+        while True:
+            block = fh.read(batch_bytes)
+            if not block:
+                break
+            block += fh.readline()  # finish the line the chunk cut
+            data = header + block
+            table: Table | None = None
+            if block.strip():
+                frame = _fast_read(io.BytesIO(data), "csv", wanted)
+                if frame is not None:
+                    frame = frame.filter(~pl.all_horizontal(pl.all().is_null()))
+                    if frame.height and not _bad_mask(frame, wanted).any():
+                        try:
+                            table = _finish(frame, wanted, skipped=0)
+                        except ValueError:
+                            table = None
+                if table is None:
+                    table = _python_read(
+                        path,
+                        "csv",
+                        wanted,
+                        skip_bad_rows=skip_bad_rows,
+                        data=data,
+                        line_offset=line_offset,
+                        allow_empty=True,
+                    )
+            line_offset += block.count(b"\n")
+            if table is not None and (table.rows or table.skipped_rows):
+                produced = produced or table.rows > 0
+                yield table
+    if not produced:
+        raise TraceError(f"{path}: no data rows")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from fairserve.core.model import DEFAULT_TENANT
 from fairserve.workload.base import Workload
-from fairserve.workload.readers._table import Column, read_table
+from fairserve.workload.readers._table import Column, Table, read_table
 
 HEADER = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 
@@ -28,8 +28,17 @@ def read_azure(
     """Read an Azure LLM inference trace; every row belongs to ``tenant``."""
     path = Path(path)
     table = read_table(path, "csv", COLUMNS, skip_bad_rows=skip_bad_rows)
+    return from_table(table, path, tenant=tenant)
+
+
+def from_table(
+    table: Table, path: Path, *, tenant: str = DEFAULT_TENANT, start_s: float | None = None
+) -> Workload:
+    """Build the workload of a checked Azure table; times are relative to ``start_s``
+    (the first request of the table when unset)."""
     stamp_s = table.columns["timestamp"]
-    start_s = float(stamp_s.min())
+    if start_s is None:
+        start_s = float(stamp_s.min())
     return Workload.from_arrays(
         stamp_s - start_s,
         table.columns["prompt_tokens"],

@@ -17,7 +17,7 @@ import polars as pl
 
 from fairserve.core.model import DEFAULT_TENANT
 from fairserve.workload.base import TraceError, Workload
-from fairserve.workload.readers._table import Column, encode_series, read_table
+from fairserve.workload.readers._table import Column, Table, encode_series, read_table
 
 HEADER = ("Timestamp", "Model", "Request tokens", "Response tokens", "Total tokens", "Log Type")
 
@@ -30,6 +30,13 @@ COLUMNS = [
 ]
 
 TenantBy = Literal["model", "log_type", "model_log_type"]
+
+
+def columns_for(tenant_by: TenantBy | None) -> list[Column]:
+    """The columns to read: ``Log Type`` only when tenants come from it (saves ~15%)."""
+    if tenant_by in ("log_type", "model_log_type"):
+        return COLUMNS
+    return [c for c in COLUMNS if c.name != "log_type"]
 
 
 def read_burstgpt(
@@ -46,7 +53,14 @@ def read_burstgpt(
     e.g. ``GPT-4/api``). Without it every row belongs to ``"default"``.
     """
     path = Path(path)
-    table = read_table(path, "csv", COLUMNS, skip_bad_rows=skip_bad_rows)
+    table = read_table(path, "csv", columns_for(tenant_by), skip_bad_rows=skip_bad_rows)
+    return from_table(table, path, drop_failed=drop_failed, tenant_by=tenant_by)
+
+
+def from_table(
+    table: Table, path: Path, *, drop_failed: bool = False, tenant_by: TenantBy | None = None
+) -> Workload:
+    """Build the workload of a checked BurstGPT table (shared with the streaming reader)."""
     cols = table.columns
     model: pl.Series = cols["model"]
     m_codes, m_table = encode_series(model, "unknown")
