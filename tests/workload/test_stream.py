@@ -32,9 +32,9 @@ def test_stream_equals_load_across_many_chunks(tmp_path: Path) -> None:
 
 
 def test_stream_names_the_bad_line_in_a_later_chunk(tmp_path: Path) -> None:
-    path = write(tmp_path / "b.csv", _burst(300, bad_line=257))
+    path = write(tmp_path / "b.csv", _burst(300, bad_line=258))
     with pytest.raises(
-        TraceError, match=r"b\.csv:257: column 'Request tokens': expected an integer"
+        TraceError, match=r"b\.csv:258: column 'Request tokens': expected an integer"
     ):
         list(stream_trace(path, batch_bytes=300))
     stream = stream_trace(path, batch_bytes=300, skip_bad_rows=True)
