@@ -118,8 +118,9 @@ transforms:
 
 def test_examples_build() -> None:
     for path in sorted(EXAMPLES.glob("*.yaml")):
-        if "azure" in path.name and not (TRACES / "azure-llm-2023").exists():
-            continue
+        needs = {"azure": "azure-llm-2023", "servegen": "servegen"}
+        if any(k in path.name and not (TRACES / v).exists() for k, v in needs.items()):
+            continue  # the example reads ../shared/traces, absent here
         wl = load(path)
         assert len(wl) > 100, path
 

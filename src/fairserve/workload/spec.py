@@ -272,7 +272,8 @@ Transform = Annotated[
 
 
 class WorkloadSpec(_Model):
-    """A whole workload: sources merged by arrival time, then transforms in order."""
+    """A whole workload: sources merged by arrival time, then transforms in order,
+    then the ``tenants`` configs (so they may name tenants a transform created)."""
 
     seed: int = 0
     duration_s: float | None = Field(default=None, gt=0)
@@ -446,6 +447,7 @@ def build(spec: WorkloadSpec, base_dir: Path = Path("."), *, seed: int | None = 
         if len(parts) > 1
         else parts[0]
     )
+    merged = _apply(merged, spec.transforms, spec.seed, "transforms")
     if spec.tenants:
         from fairserve.core.model import Tenant
 
@@ -456,7 +458,7 @@ def build(spec: WorkloadSpec, base_dir: Path = Path("."), *, seed: int | None = 
             merged = tf.with_tenant_configs(merged, configs)
         except TraceError as exc:
             raise TraceError(f"tenants: {exc}") from exc
-    return _apply(merged, spec.transforms, spec.seed, "transforms")
+    return merged
 
 
 def _apply(wl: Workload, transforms: list[Any], seed: int, where: str) -> Workload:
