@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -66,6 +69,19 @@ def requests(n: int, rate_per_s: float, families: int, seed: int) -> Iterator[Re
         yield Request(i, arrivals[i], prompt, outputs[i], prefix_hashes=hashes or None)
 
 
+def machine() -> str:
+    """CPU model, cores and Python version of this machine."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, one process"
+
+
 def config(instances: int) -> SimConfig:
     spec = InstanceSpec(gpu="H100-80GB", model="Llama-3.1-8B", count=instances)
     return SimConfig(instances=(spec,), router="least-tokens")
@@ -104,13 +120,27 @@ def one_run(n: int, rate: float, instances: int, families: int, seed: int) -> di
     }
 
 
-def run_child(args: argparse.Namespace, rate: float, instances: int, seed: int) -> dict[str, float]:
+def pure_python_tree() -> Path:
+    """A copy of the package without the compiled modules (to run it interpreted)."""
+    tmp = Path(tempfile.mkdtemp(prefix="fairserve-pure-"))
+    shutil.copytree(
+        ROOT / "src" / "fairserve", tmp / "fairserve", ignore=shutil.ignore_patterns("*.so")
+    )
+    return tmp
+
+
+def run_child(
+    args: argparse.Namespace, rate: float, instances: int, seed: int, pythonpath: Path | None = None
+) -> dict[str, float]:
+    env = dict(os.environ)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
     cmd = [
         sys.executable, __file__, "--child",
         "--requests", str(args.requests), "--rate", repr(rate), "--instances", str(instances),
         "--prefix-families", str(args.prefix_families), "--seed", str(seed),
     ]  # fmt: skip
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     return dict(json.loads(out.strip().splitlines()[-1]))
 
 
@@ -125,6 +155,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-write", action="store_true", help="Do not write the results file.")
+    parser.add_argument(
+        "--compare-pure-python",
+        action="store_true",
+        help="Also run each configuration interpreted (no mypyc), alternating with compiled runs.",
+    )
     args = parser.parse_args()
     if args.child:
         row = one_run(args.requests, args.rate, args.instances[0], args.prefix_families, args.seed)
@@ -133,23 +168,41 @@ def main() -> None:
     report: dict[str, object] = {
         "command": "python " + " ".join(sys.argv),
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, "
-        f"Python {platform.python_version()}, 1 process (one core)",
+        "machine": machine(),
         "workload": "Azure conv lengths, Poisson arrivals, 20 shared system-prompt prefixes",
         "runs": {},
     }
     for instances in args.instances:
         capacity = sustainable_rate(instances, args.prefix_families)
         rate = args.load * capacity
-        rows = [run_child(args, rate, instances, args.seed + r) for r in range(args.repeats)]
+        rows, pure_rows = [], []
+        pure = pure_python_tree() if args.compare_pure_python else None
+        for r in range(args.repeats):
+            rows.append(run_child(args, rate, instances, args.seed + r))
+            if pure is not None:
+                pure_rows.append(run_child(args, rate, instances, args.seed + r, pure))
         med = {k: statistics.median(float(r[k]) for r in rows) for k in rows[0]}
-        report["runs"][f"{instances}x"] = {  # type: ignore[index]
+        entry: dict[str, object] = {
             "instances": instances,
             "sustainable_req_per_s": capacity,
             "arrival_rate_per_s": rate,
             "median": med,
             "all": rows,
         }
+        if pure is not None:
+            pmed = {k: statistics.median(float(r[k]) for r in pure_rows) for k in pure_rows[0]}
+            ratios = [
+                c["sim_requests_per_wall_s"] / p["sim_requests_per_wall_s"]
+                for c, p in zip(rows, pure_rows, strict=True)
+            ]
+            entry["pure_python_median"] = pmed
+            entry["compiled_over_pure_python"] = statistics.median(ratios)
+            print(
+                f"  interpreted: {pmed['sim_requests_per_wall_s']:,.0f} requests/wall-s; "
+                f"compiled/interpreted = {statistics.median(ratios):.2f}x (median of paired runs)"
+            )
+            shutil.rmtree(pure)
+        report["runs"][f"{instances}x"] = entry  # type: ignore[index]
         print(
             f"{instances} x Llama-3.1-8B/H100: {args.requests:,} requests at {rate:.1f}/s "
             f"({100 * args.load:.0f}% of {capacity:.1f}/s sustainable): "

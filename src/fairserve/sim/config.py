@@ -9,9 +9,10 @@ from dataclasses import dataclass
 class EngineConfig:
     """Limits of one engine instance, named as in vLLM.
 
-    Defaults follow vLLM v1's online-serving defaults for an 80 GB GPU:
-    ``max_num_batched_tokens`` 8192 and chunked prefill on, ``max_num_seqs``
-    256, 16-token KV blocks, 90% of GPU memory, prefix caching on.
+    Defaults are those of a vLLM v1 server on an 80 GB GPU: a token budget
+    (``max_num_batched_tokens``) of 8192 with chunked prefill on, 16-token KV
+    blocks, 90% of GPU memory, prefix caching on; ``max_num_seqs`` 256 (vLLM
+    chooses it by GPU and version, so set it to match the deployment).
     ``num_gpu_blocks`` overrides the KV capacity the cost model computes
     (vLLM's ``num_gpu_blocks_override``); ``max_model_len`` defaults to the
     model's context length.

@@ -1,0 +1,117 @@
+"""End to end through the installed ``fairserve`` command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+LATENCY_KEYS = {"p50", "p90", "p99", "mean"}
+
+
+def fairserve(*args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "fairserve.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+def simulate_json(*args: str) -> dict[str, Any]:
+    proc = fairserve("simulate", "--json", *args)
+    assert proc.returncode == 0, proc.stderr
+    return dict(json.loads(proc.stdout))
+
+
+def write_trace(path: Path, gap_s: float = 0.05) -> None:
+    rows = ["arrival_s,prompt_tokens,output_tokens,tenant"]
+    for i in range(60):
+        rows.append(f"{i * gap_s:.4f},{100 + 7 * i},{10 + i % 13},{'a' if i % 3 else 'b'}")
+    path.write_text("\n".join(rows) + "\n")
+
+
+def test_simulate_a_generic_csv_trace(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.csv"
+    write_trace(trace)
+    data = simulate_json("--trace", str(trace))
+    for key in ("requests", "completed", "sim_time_s", "wall_time_s", "throughput_tok_s", "preemptions"):
+        assert key in data
+    assert data["requests"] == data["completed"] == 60
+    for key in ("ttft_s", "tpot_s", "e2e_s"):
+        assert set(data[key]) >= LATENCY_KEYS
+        assert 0 < data[key]["p50"] <= data[key]["p99"]
+    assert set(data["per_tenant"]) == {"a", "b"}
+    assert data["per_tenant"]["b"]["completed"] == 20
+    assert set(data["per_tenant"]["a"]["e2e_s"]) >= LATENCY_KEYS
+
+
+def test_reference_engine_gives_the_same_figures(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.csv"
+    write_trace(trace, gap_s=0.002)
+    fast = simulate_json("--trace", str(trace), "--num-gpu-blocks", "40")
+    ref = simulate_json("--trace", str(trace), "--num-gpu-blocks", "40", "--reference")
+    assert fast["preemptions"] == ref["preemptions"] > 0
+    for key in ("ttft_s", "e2e_s", "tpot_s"):
+        for q in ("p50", "p99", "mean"):
+            assert fast[key][q] == pytest.approx(ref[key][q], rel=1e-9)
+
+
+def test_synthetic_workload_with_instances_and_tenants() -> None:
+    data = simulate_json(
+        "--requests", "300", "--rate", "20", "--instances", "2", "--router", "least-tokens",
+        "--tenants", "x:0.7,y:0.3", "--arrival", "gamma", "--cv", "2",
+    )  # fmt: skip
+    assert data["completed"] == 300
+    assert set(data["per_tenant"]) == {"x", "y"}
+
+
+def test_missing_column_names_file_and_column(tmp_path: Path) -> None:
+    trace = tmp_path / "bad.csv"
+    trace.write_text("arrival_s,prompt_tokens\n0.0,10\n")
+    proc = fairserve("simulate", "--trace", str(trace))
+    assert proc.returncode != 0
+    assert "bad.csv" in proc.stderr and "output_tokens" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_non_numeric_value_names_file_line_and_column(tmp_path: Path) -> None:
+    trace = tmp_path / "bad.csv"
+    trace.write_text("arrival_s,prompt_tokens,output_tokens\n0.0,10,5\n0.5,ten,5\n")
+    proc = fairserve("simulate", "--trace", str(trace))
+    assert proc.returncode != 0
+    assert "bad.csv:3" in proc.stderr and "prompt_tokens" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "-4"])
+def test_zero_or_negative_lengths_are_rejected_with_a_reason(tmp_path: Path, value: str) -> None:
+    trace = tmp_path / "bad.csv"
+    trace.write_text(f"arrival_s,prompt_tokens,output_tokens\n0.0,10,5\n0.5,12,{value}\n")
+    proc = fairserve("simulate", "--trace", str(trace))
+    assert proc.returncode != 0
+    assert "bad.csv:3" in proc.stderr and "output_tokens" in proc.stderr
+    assert ">= 1" in proc.stderr
+
+
+def test_unknown_gpu_lists_known_ones() -> None:
+    proc = fairserve("simulate", "--gpu", "Z80", "--requests", "5")
+    assert proc.returncode != 0
+    assert "unknown GPU 'Z80'" in proc.stderr and "H100-80GB" in proc.stderr
+
+
+def test_calibrate_then_simulate_with_the_profile(tmp_path: Path) -> None:
+    steps = tmp_path / "steps.csv"
+    rows = ["prefill_tokens,decode_seqs,kv_tokens,step_time_s"]
+    for b in range(1, 200, 7):
+        rows.append(f"0,{b},{b * 1200},{0.0085 + b * 0.00004:.6f}")
+        rows.append(f"{b * 40},0,{b * 40},{0.012 + b * 40 * 0.00002:.6f}")
+    steps.write_text("\n".join(rows) + "\n")
+    profile = tmp_path / "prof.yaml"
+    proc = fairserve("calibrate", str(steps), "--out", str(profile))
+    assert proc.returncode == 0, proc.stderr
+    assert profile.is_file() and "efficiency" in profile.read_text()
+    slow = simulate_json("--requests", "50", "--profile", str(profile))
+    default = simulate_json("--requests", "50")
+    # The measured steps are slower than the default roofline factors predict.
+    assert slow["e2e_s"]["mean"] > default["e2e_s"]["mean"]
