@@ -72,7 +72,9 @@ class Request:
     ``max_tokens``). ``predicted_output_tokens`` is what a predictor said.
     ``prefix_hashes`` identify consecutive ``prefix_block_tokens``-token blocks of
     the prompt, each hash naming the whole prefix up to and including its block,
-    so equal hashes mean a shareable KV prefix.
+    so equal hashes mean a shareable KV prefix. ``priority``: lower is more
+    urgent. ``max_tokens``, ``model`` and ``text`` (the prompt, when known) are
+    features for predictors.
     """
 
     id: int
@@ -87,6 +89,9 @@ class Request:
     prefix_block_tokens: int = 16
     conversation_id: str | None = None
     turn: int = 0
+    max_tokens: int | None = None
+    model: str | None = None
+    text: str | None = None
 
     def __post_init__(self) -> None:
         # Cheap checks only: a million of these are built per benchmark run.

@@ -1,17 +1,37 @@
-"""The Policy protocol: queue order, charging and preemption choice in one object."""
+"""The Policy protocol: queue order, charging and preemption choice in one object.
+
+A policy sees requests and tenants, never engines or clocks: every method takes
+``now``. Drivers (the simulator's cluster and engines, the gateway) call
+
+- ``push`` when a request arrives, ``pop``/``peek`` when capacity frees up,
+  ``remove`` when a queued request is cancelled;
+- ``on_served(tenant, prefill_tokens, decode_tokens, now)`` as service is
+  given — aggregated per tenant between two scheduling decisions, which is
+  exact for any decision taken at those points — but only when the policy's
+  ``charges`` attribute is true (FIFO and friends skip the cost);
+- ``on_finish(req, output_tokens, now)`` once when a request ends, with the
+  tokens it really produced (VTC reconciles its admission-time charge here);
+- ``pick_victim(running, now)`` when an engine runs out of KV blocks.
+
+Policies are built by ``POLICIES.create(name, tenants=..., **params)``:
+``tenants`` maps tenant names to ``Tenant`` (weight, priority, SLO); a tenant
+missing from it counts as ``Tenant(name)`` (weight 1, priority 0, no SLO).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
-from fairserve.core.model import Request
+from fairserve.core.model import Request, Tenant
 from fairserve.core.registry import Registry
 
 
 @runtime_checkable
 class Policy(Protocol):
     """Decides who goes next and who is preempted. ``now`` is always passed in."""
+
+    charges: bool
 
     def push(self, req: Request, now: float) -> None:
         """Add a waiting request."""
@@ -28,14 +48,20 @@ class Policy(Protocol):
     def __len__(self) -> int:
         """Number of waiting requests."""
 
-    def on_served(self, req: Request, prefill_tokens: int, decode_tokens: int, now: float) -> None:
-        """Charge hook: ``req`` was served these tokens."""
+    def on_served(self, tenant: str, prefill_tokens: int, decode_tokens: int, now: float) -> None:
+        """Charge hook: ``tenant`` was served these tokens since the last call."""
 
-    def on_finish(self, req: Request, now: float) -> None:
-        """``req`` ended (completed, cancelled or failed)."""
+    def on_finish(self, req: Request, output_tokens: int, now: float) -> None:
+        """``req`` ended (completed, cancelled or failed) after ``output_tokens`` tokens."""
 
     def pick_victim(self, running: Sequence[Request], now: float) -> Request:
         """Which running request to preempt when KV memory runs out."""
+
+
+def tenant_of(tenants: Mapping[str, Tenant], name: str) -> Tenant:
+    """The config of tenant ``name``; defaults for a tenant not configured."""
+    tenant = tenants.get(name)
+    return tenant if tenant is not None else Tenant(name)
 
 
 POLICIES: Registry[Policy] = Registry("policy")

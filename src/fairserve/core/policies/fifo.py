@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from fairserve.core.model import Request
+from fairserve.core.model import Request, Tenant
 from fairserve.core.policies.base import POLICIES
 
 
@@ -13,7 +13,9 @@ from fairserve.core.policies.base import POLICIES
 class FifoPolicy:
     """Serve in arrival order; preempt the most recently admitted request."""
 
-    def __init__(self) -> None:
+    charges = False
+
+    def __init__(self, tenants: Mapping[str, Tenant] | None = None) -> None:
         self._queue: deque[Request] = deque()
 
     def push(self, req: Request, now: float) -> None:
@@ -39,10 +41,10 @@ class FifoPolicy:
     def __len__(self) -> int:
         return len(self._queue)
 
-    def on_served(self, req: Request, prefill_tokens: int, decode_tokens: int, now: float) -> None:
+    def on_served(self, tenant: str, prefill_tokens: int, decode_tokens: int, now: float) -> None:
         """FIFO charges nothing."""
 
-    def on_finish(self, req: Request, now: float) -> None:
+    def on_finish(self, req: Request, output_tokens: int, now: float) -> None:
         """FIFO keeps no per-request state."""
 
     def pick_victim(self, running: Sequence[Request], now: float) -> Request:
