@@ -35,7 +35,14 @@ def test_simulate_a_generic_csv_trace(tmp_path: Path) -> None:
     trace = tmp_path / "trace.csv"
     write_trace(trace)
     data = simulate_json("--trace", str(trace))
-    for key in ("requests", "completed", "sim_time_s", "wall_time_s", "throughput_tok_s", "preemptions"):
+    for key in (
+        "requests",
+        "completed",
+        "sim_time_s",
+        "wall_time_s",
+        "throughput_tok_s",
+        "preemptions",
+    ):
         assert key in data
     assert data["requests"] == data["completed"] == 60
     for key in ("ttft_s", "tpot_s", "e2e_s"):

@@ -21,7 +21,9 @@ def write_steps(path: Path, model: CostModel, rng: np.random.Generator, noise: f
         kv = decode * int(rng.integers(100, 3000)) + prefill
         pairs = kv + prefill * (prefill - 1) // 2
         seqs = decode + (prefill > 0)
-        t = model.step_time_s(prefill, decode, kv, pairs, seqs) * (1 + noise * rng.standard_normal())
+        t = model.step_time_s(prefill, decode, kv, pairs, seqs) * (
+            1 + noise * rng.standard_normal()
+        )
         rows.append(f"{prefill},{decode},{kv},{t:.9g}")
     path.write_text("\n".join(rows) + "\n")
 
@@ -48,8 +50,12 @@ def test_missing_column_is_named(tmp_path: Path) -> None:
 
 def test_bad_value_names_file_line_and_column(tmp_path: Path) -> None:
     path = tmp_path / "steps.csv"
-    path.write_text("prefill_tokens,decode_seqs,kv_tokens,step_time_s\n0,4,400,0.01\n0,x,400,0.01\n")
-    with pytest.raises(StepFileError, match=r"steps\.csv:3: column 'decode_seqs': expected an integer"):
+    path.write_text(
+        "prefill_tokens,decode_seqs,kv_tokens,step_time_s\n0,4,400,0.01\n0,x,400,0.01\n"
+    )
+    with pytest.raises(
+        StepFileError, match=r"steps\.csv:3: column 'decode_seqs': expected an integer"
+    ):
         read_steps(path)
 
 
