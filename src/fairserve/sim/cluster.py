@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from fairserve.core.model import Request
 from fairserve.core.policies.base import Policy
+from fairserve.core.predict.base import Predictor
 from fairserve.core.route.base import Router
 
 
@@ -29,6 +30,8 @@ class Instance(Protocol):
     def outstanding_tokens(self) -> int:
         """Tokens of requests assigned and not finished."""
 
+    on_finish: Callable[[Request, int, float], None] | None
+
     def add(self, req: Request, now: float) -> None:
         """A request reaches the engine."""
 
@@ -43,6 +46,10 @@ class Cluster:
     ``max_engine_waiting`` requests queued of its own; the router then picks
     among the instances with room. Keeping the engines' queues short is what
     lets the global policy's order be the order that counts.
+
+    A ``predictor`` sets each request's ``predicted_output_tokens`` on arrival
+    and observes its real length when it completes; the global policy hears
+    ``on_finish`` for every request that ends.
     """
 
     def __init__(
@@ -51,6 +58,7 @@ class Cluster:
         router: Router,
         queue: Policy,
         max_engine_waiting: int = 8,
+        predictor: Predictor | None = None,
     ) -> None:
         if not instances:
             raise ValueError("a cluster needs at least one instance")
@@ -61,11 +69,21 @@ class Cluster:
         self.queue = queue
         self.max_engine_waiting = max_engine_waiting
         self.touched: list[Instance] = []  # instances whose wake may have changed
+        self.predictor = predictor
+        for inst in self.instances:
+            inst.on_finish = self._finished
 
     def submit(self, req: Request, now: float) -> None:
         """A request arrives at the cluster."""
+        if self.predictor is not None:
+            req.predicted_output_tokens = round(self.predictor.predict(req).mean_tokens)
         self.queue.push(req, now)
         self.dispatch(now)
+
+    def _finished(self, req: Request, output_tokens: int, now: float) -> None:
+        self.queue.on_finish(req, output_tokens, now)
+        if self.predictor is not None and output_tokens:
+            self.predictor.observe(req, output_tokens)
 
     def dispatch(self, now: float) -> None:
         """Move queued requests to instances with room, in the policy's order."""

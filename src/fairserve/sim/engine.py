@@ -131,9 +131,12 @@ class _PolicyQueue:
     def __len__(self) -> int:
         return len(self._policy)
 
-    def append(self, seq: Seq) -> None:
+    def append(self, seq: Seq, now: float) -> None:
         self._seqs[id(seq.req)] = seq
-        self._policy.push(seq.req, seq.req.arrival_s)
+        self._policy.push(seq.req, now)
+
+    def set_now(self, now: float) -> None:
+        self._now = now
 
     def __getitem__(self, index: int) -> Seq:
         assert index == 0
@@ -152,8 +155,14 @@ class Engine:
 
     The driver calls ``add`` when a request reaches this engine and ``advance``
     at ``wake_s``, the time of the engine's next step boundary with work to do
-    (``None`` when idle). ``on_change`` is called after every ``advance`` so a
-    cluster can refill the engine's queue.
+    (``None`` when idle). ``on_finish(req, output_tokens, now)`` is called once
+    per request that ends here.
+
+    ``queue``: the policy that orders this engine's own waiting queue (the
+    "engine" placement); FCFS when None. ``victim_policy`` chooses whom to
+    preempt (default: ``queue``, else vLLM's most recently admitted).
+    ``charge_to``: a policy whose ``on_served`` hook receives the service given
+    here, per tenant, at every event (exact between scheduling decisions).
     """
 
     def __init__(
@@ -164,6 +173,7 @@ class Engine:
         records: RequestRecords,
         queue: Policy | None = None,
         victim_policy: Policy | None = None,
+        charge_to: Policy | None = None,
     ) -> None:
         self.index = index
         self.cost = cost
@@ -171,6 +181,7 @@ class Engine:
         self.records = records
         # The engine's own waiting queue: FCFS (a plain deque, the fast path) or a policy.
         self._queue: deque[Seq] | _PolicyQueue = deque() if queue is None else _PolicyQueue(queue)
+        self.policy = queue
         self.victim_policy: Policy = victim_policy or queue or FifoPolicy()
         self.bs = config.block_size
         self.max_model_len = config.max_model_len or cost.model.max_model_len
@@ -215,7 +226,10 @@ class Engine:
         self.kv_peak_blocks = 0
         self._seqno = 0
         self._admissions = 0
-        self.on_finish: Callable[[Request, float], None] | None = None
+        self.on_finish: Callable[[Request, int, float], None] | None = None
+        # Charging: decode sequences per tenant, kept only when someone is charged.
+        self._charge_to = charge_to if charge_to is not None and charge_to.charges else None
+        self._dec_tenants: dict[str, int] = {}
 
     # --- the driver's interface ---------------------------------------------------
 
@@ -237,7 +251,10 @@ class Engine:
             self._fail(req, now, reason)
             return
         seq = Seq(req)
-        self._queue.append(seq)
+        if isinstance(self._queue, _PolicyQueue):
+            self._queue.append(seq, now)
+        else:
+            self._queue.append(seq)
         self.outstanding_tokens += req.prompt_tokens + req.output_tokens
         if self.wake_s is None:
             # Plan at a wake event, not here, so that every request arriving at
@@ -267,8 +284,10 @@ class Engine:
             req.id, req.tenant, self.index, Outcome.FAILED, req.arrival_s, NAN, NAN, now,
             req.prompt_tokens, 0, 0, 0, reason,
         )  # fmt: skip
+        if self.policy is not None:
+            self.policy.on_finish(req, 0, now)
         if self.on_finish is not None:
-            self.on_finish(req, now)
+            self.on_finish(req, 0, now)
 
     # --- planning: one detailed step or a run of decode steps -------------------------
 
@@ -362,6 +381,8 @@ class Engine:
             return
         pool, bs, cfg = self.pool, self.bs, self.config
         queue, preempted = self._queue, self.preempted
+        if isinstance(queue, _PolicyQueue):
+            queue.set_now(self.now)
         while budget > 0 and (preempted or queue):
             if len(self.running) >= cfg.max_num_seqs:
                 break
@@ -507,6 +528,8 @@ class Engine:
         self.g = g + k
         self.now = end
         self._line = None
+        if self._charge_to is not None:
+            self._charge_decodes(k)
         self._complete_decodes()
 
     def _finish_step(self) -> None:
@@ -514,8 +537,13 @@ class Engine:
         self._account(end - self.now, 1)
         self.g += 1
         self.now = end
+        charge = self._charge_to
+        if charge is not None:
+            self._charge_decodes(1)
         for seq, chunk in self._batch:
             self.prefill_tokens += chunk
+            if charge is not None:
+                charge.on_served(seq.req.tenant, chunk, 0, end)
             seq.computed += chunk
             if self.prefix_caching and seq.req.prefix_hashes:
                 self._register_prefix(seq)
@@ -526,6 +554,14 @@ class Engine:
             if seq.computed == seq.todo:
                 self._prefill_done(seq)
         self._batch.clear()
+
+    def _charge_decodes(self, steps: int) -> None:
+        """Charge ``steps`` decode tokens to each decoding sequence's tenant."""
+        charge = self._charge_to
+        assert charge is not None
+        for tenant, count in self._dec_tenants.items():
+            if count:
+                charge.on_served(tenant, 0, steps * count, self.now)
 
     def _prefill_done(self, seq: Seq) -> None:
         self.prefilling.remove(seq)
@@ -581,6 +617,9 @@ class Engine:
         seq.residue = (g - computed) % self.bs
         seq.epoch += 1
         self.dec_count += 1
+        if self._charge_to is not None:
+            tenant = seq.req.tenant
+            self._dec_tenants[tenant] = self._dec_tenants.get(tenant, 0) + 1
         self.dec_kv_base += computed - g + 1
         self.residue_count[seq.residue] += 1
         self._seqno += 1
@@ -592,6 +631,8 @@ class Engine:
         computed = seq.n0 + g - seq.join_g
         out = seq.out0 + g - seq.join_g
         self.dec_count -= 1
+        if self._charge_to is not None:
+            self._dec_tenants[seq.req.tenant] -= 1
         self.dec_kv_base -= seq.n0 - seq.join_g + 1
         self.residue_count[seq.residue] -= 1
         seq.epoch += 1  # invalidates its heap entry
@@ -629,8 +670,10 @@ class Engine:
             seq.first_sched_s, seq.first_token_s, self.now, req.prompt_tokens,
             seq.target, seq.cached_tokens, seq.preemptions,
         )  # fmt: skip
+        if self.policy is not None:
+            self.policy.on_finish(req, seq.target, self.now)
         if self.on_finish is not None:
-            self.on_finish(req, self.now)
+            self.on_finish(req, seq.target, self.now)
 
     def _preempt(self, seq: Seq) -> None:
         """Free a running sequence's blocks and queue it for recomputation."""

@@ -9,6 +9,7 @@ require the same records: that is what checks event skipping.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 from fairserve.core.model import Outcome, Request
 from fairserve.core.policies.base import Policy
@@ -90,6 +91,7 @@ class ReferenceEngine:
         self.steps = 0
         self.preemptions = 0
         self._starting = False
+        self.on_finish: Callable[[Request, int, float], None] | None = None
 
     @property
     def num_waiting(self) -> int:
@@ -110,6 +112,8 @@ class ReferenceEngine:
                 req.id, req.tenant, self.index, Outcome.FAILED, req.arrival_s, NAN, NAN, now,
                 req.prompt_tokens, 0, 0, 0, reason,
             )  # fmt: skip
+            if self.on_finish is not None:
+                self.on_finish(req, 0, now)
             return
         self.seqs[id(req)] = RefSeq(req)
         self.queue.push(req, now)
@@ -265,6 +269,8 @@ class ReferenceEngine:
             seq.first_sched_s, seq.first_token_s, self.now, req.prompt_tokens, seq.out,
             seq.cached_tokens, seq.preemptions,
         )  # fmt: skip
+        if self.on_finish is not None:
+            self.on_finish(req, seq.out, self.now)
 
     def _preempt(self, seq: RefSeq) -> None:
         self._release(seq)

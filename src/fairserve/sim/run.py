@@ -6,9 +6,11 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from fairserve.core.model import SLO, Request
-from fairserve.core.policies import POLICIES
+from fairserve.core.model import SLO, Request, Tenant
+from fairserve.core.policies import POLICIES, Policy
+from fairserve.core.predict import PREDICTORS
 from fairserve.core.route import ROUTERS
 from fairserve.metrics.records import RecordArrays, RequestRecords
 from fairserve.metrics.summary import EngineStats, Summary, summarize
@@ -42,31 +44,66 @@ class InstanceSpec:
         return cost_model(self.gpu, self.model, self.tp, self.profile)
 
 
+PLACEMENTS = ("gateway", "engine")
+
+
 @dataclass(frozen=True, slots=True)
 class SimConfig:
-    """A whole simulated deployment: instances, global policy, router."""
+    """A whole simulated deployment: instances, policy and where it runs, router, predictor.
+
+    ``placement="gateway"``: the policy orders one global queue in front of FCFS
+    engines (what a gateway can do); a request leaves it when an engine has
+    fewer than ``max_engine_waiting`` queued. ``placement="engine"``: requests
+    are routed on arrival and each engine orders its own waiting queue with its
+    own instance of the policy (as if the engine ran it), which then also
+    chooses preemption victims. ``tenants``: weights, priorities and SLOs the
+    policies read. ``predictor``: sets ``predicted_output_tokens`` at arrival
+    and observes real lengths at the end.
+    """
 
     instances: tuple[InstanceSpec, ...] = (InstanceSpec(),)
     policy: str = "fifo"
     router: str = "round-robin"
+    placement: str = "gateway"
     max_engine_waiting: int = 8
+    predictor: str | None = None
+    tenants: tuple[Tenant, ...] = ()
+    policy_params: Mapping[str, Any] = field(default_factory=dict)
+    router_params: Mapping[str, Any] = field(default_factory=dict)
+    predictor_params: Mapping[str, Any] = field(default_factory=dict)
     reference: bool = False  # the slow per-step engine (tests, validation)
 
     def __post_init__(self) -> None:
         if not self.instances:
             raise ValueError("config: instances must not be empty")
-        if self.policy not in POLICIES.names() and "." not in self.policy:
+        for key, registry in (("policy", POLICIES), ("router", ROUTERS)):
+            name = getattr(self, key)
+            if name not in registry.names() and "." not in name and ":" not in name:
+                raise ValueError(
+                    f"config: unknown {key} {name!r}; known: {', '.join(registry.names())}"
+                )
+        if self.predictor is not None and self.predictor not in PREDICTORS.names():
+            if "." not in self.predictor and ":" not in self.predictor:
+                raise ValueError(
+                    f"config: unknown predictor {self.predictor!r}; "
+                    f"known: {', '.join(PREDICTORS.names())}"
+                )
+        if self.placement not in PLACEMENTS:
             raise ValueError(
-                f"config: unknown policy {self.policy!r}; known: {', '.join(POLICIES.names())}"
-            )
-        if self.router not in ROUTERS.names() and "." not in self.router:
-            raise ValueError(
-                f"config: unknown router {self.router!r}; known: {', '.join(ROUTERS.names())}"
+                f"config: placement must be one of {', '.join(PLACEMENTS)}, got {self.placement!r}"
             )
         if self.max_engine_waiting < 1:
             raise ValueError(
                 f"config: max_engine_waiting must be >= 1, got {self.max_engine_waiting}"
             )
+
+    def tenant_map(self) -> dict[str, Tenant]:
+        """Tenants by name."""
+        return {t.name: t for t in self.tenants}
+
+    def make_policy(self) -> Policy:
+        """A fresh instance of the configured policy."""
+        return POLICIES.create(self.policy, tenants=self.tenant_map(), **self.policy_params)
 
 
 @dataclass(frozen=True)
@@ -87,16 +124,31 @@ class SimResult:
         return summarize(self.records, slos=slos, default_slo=default_slo, engine=self.engine)
 
 
-def build_engines(config: SimConfig, records: RequestRecords) -> list[Engine | ReferenceEngine]:
+def build_engines(
+    config: SimConfig, records: RequestRecords, global_policy: Policy
+) -> list[Engine | ReferenceEngine]:
     """One engine object per instance, indexed in config order."""
     engines: list[Engine | ReferenceEngine] = []
     for spec in config.instances:
         cost = spec.cost_model()
         for _ in range(spec.count):
-            # Each engine runs its own FCFS queue (and vLLM's preemption choice);
-            # the global policy orders the cluster's queue in front of them.
-            cls = ReferenceEngine if config.reference else Engine
-            engines.append(cls(len(engines), cost, spec.engine, records))
+            index = len(engines)
+            if config.reference:
+                if global_policy.charges or config.placement == "engine":
+                    raise ValueError(
+                        "the reference engine supports the gateway placement of "
+                        "non-charging policies only"
+                    )
+                engines.append(ReferenceEngine(index, cost, spec.engine, records))
+            elif config.placement == "engine":
+                own = config.make_policy()
+                engines.append(Engine(index, cost, spec.engine, records, own, own, own))
+            else:
+                # FCFS engines (vLLM's default order and preemption choice) that
+                # charge the global policy for the service they give.
+                engines.append(
+                    Engine(index, cost, spec.engine, records, charge_to=global_policy)
+                )
     return engines
 
 
@@ -107,12 +159,24 @@ def simulate(
 ) -> SimResult:
     """Run ``requests`` (sorted by arrival) through the deployment ``config``."""
     records = RequestRecords()
-    engines = build_engines(config, records)
+    if config.placement == "engine":
+        # Route on arrival: the global queue only hands requests straight on.
+        queue: Policy = POLICIES.create("fifo")
+        cap = 1 << 62
+    else:
+        queue, cap = config.make_policy(), config.max_engine_waiting
+    engines = build_engines(config, records, queue)
+    predictor = (
+        PREDICTORS.create(config.predictor, **config.predictor_params)
+        if config.predictor is not None
+        else None
+    )
     cluster = Cluster(
         engines,
-        ROUTERS.create(config.router),
-        POLICIES.create(config.policy),
-        config.max_engine_waiting,
+        ROUTERS.create(config.router, **config.router_params),
+        queue,
+        cap,
+        predictor=predictor,
     )
     start = time.perf_counter()
     stats = loop.run(requests, cluster, progress)
