@@ -1,0 +1,255 @@
+"""Policies that order one queue by a time-invariant key: priority, aging, SJF,
+EDF and the clairvoyant oracles.
+
+Each request's key is fixed when it is pushed, so one heap serves them all:
+push and pop are O(log n), ``remove`` O(1) amortised (lazy deletion), ``peek``
+amortised O(1), ``pick_victim`` O(r) over the r running requests. Ties are
+served in arrival order, then push order. The victim is always the running
+request with the largest key (the one the policy would serve last), the most
+recently arrived among equals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from fairserve.core.model import Request, Tenant
+from fairserve.core.policies._common import (
+    KeyedQueue,
+    Weights,
+    check_choice,
+    check_number,
+    check_tokens,
+    last_max,
+)
+from fairserve.core.policies.base import POLICIES
+
+LEVELS = ("request", "tenant")
+
+
+class KeyedPolicy:
+    """Base of the single-heap policies: subclasses define ``key(req)``."""
+
+    charges = False
+
+    def __init__(self, tenants: Mapping[str, Tenant] | None = None) -> None:
+        self._tenants = Weights(tenants)
+        self._queue = KeyedQueue()
+
+    def key(self, req: Request) -> float:
+        """The sort key of ``req``: smaller is served first. Must not depend on time."""
+        raise NotImplementedError
+
+    def push(self, req: Request, now: float) -> None:
+        """Queue ``req`` under its key: O(log n)."""
+        self._queue.push(req, self.key(req))
+
+    def pop(self, now: float) -> Request | None:
+        """The request with the smallest key: O(log n)."""
+        return self._queue.pop()
+
+    def peek(self, now: float) -> Request | None:
+        """What ``pop`` would return: amortised O(1)."""
+        return self._queue.peek()
+
+    def remove(self, req: Request) -> bool:
+        """Cancel a queued request: O(1) amortised."""
+        return self._queue.remove(req)
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def on_served(self, tenant: str, prefill_tokens: int, decode_tokens: int, now: float) -> None:
+        """These policies charge nothing (``charges`` is False)."""
+
+    def on_finish(self, req: Request, output_tokens: int, now: float) -> None:
+        """These policies keep no per-request state."""
+
+    def pick_victim(self, running: Sequence[Request], now: float) -> Request:
+        """The running request with the largest key, the most recently arrived on ties."""
+        return last_max(running, lambda req: (self.key(req),))
+
+
+@POLICIES.register("priority")
+class PriorityPolicy(KeyedPolicy):
+    """Strict priority (DriftSched 2026; vLLM's ``priority`` scheduling policy).
+
+    Serves the most urgent level first (lower is more urgent), FIFO within a
+    level; preempts the least urgent, most recently arrived running request.
+
+    Parameters: ``level`` — where the level comes from: ``"request"``
+    (``Request.priority``, default) or ``"tenant"`` (``Tenant.priority`` of
+    the request's tenant).
+
+    When to use: a few classes whose order must never be inverted (interactive
+    before batch). Low levels can starve under sustained load; use ``aging``
+    if they must not. Push/pop O(log n).
+    """
+
+    def __init__(
+        self, tenants: Mapping[str, Tenant] | None = None, *, level: str = "request"
+    ) -> None:
+        super().__init__(tenants)
+        self.level = check_choice("level", level, LEVELS)
+
+    def key(self, req: Request) -> float:
+        """The priority level."""
+        if self.level == "tenant":
+            return float(self._tenants.tenant(req.tenant).priority)
+        return float(req.priority)
+
+
+@POLICIES.register("aging")
+class AgingPolicy(PriorityPolicy):
+    """Priority with aging (DriftSched 2026): waiting makes a request more urgent.
+
+    The effective level of a request at time ``t`` is
+    ``level - rate_per_s * (t - arrival_s)``, and the lowest effective level is
+    served. Every queued request ages at the same rate, so the ``rate_per_s*t``
+    term is common to all of them and the order never changes with time: it
+    is the order of ``level + rate_per_s * arrival_s``, a key fixed at push.
+    That is why a pop does not rescan the queue. A request of level ``k`` that
+    has waited ``k / rate_per_s`` seconds longer than a level-0 request is
+    served before it.
+
+    Parameters: ``rate_per_s`` (default 0.1: one level per 10 s of waiting;
+    0 is strict priority, a very large rate is FIFO), ``level`` as in
+    ``priority``.
+
+    When to use: priority classes where the low ones must still make
+    progress: a low request waits at most (level gap) / ``rate_per_s`` behind
+    later urgent ones. Push/pop O(log n).
+    """
+
+    def __init__(
+        self,
+        tenants: Mapping[str, Tenant] | None = None,
+        *,
+        rate_per_s: float = 0.1,
+        level: str = "request",
+    ) -> None:
+        super().__init__(tenants, level=level)
+        self.rate_per_s = check_number("rate_per_s", rate_per_s)
+
+    def key(self, req: Request) -> float:
+        """``level + rate_per_s * arrival_s``: the aged order, independent of ``now``."""
+        return super().key(req) + self.rate_per_s * req.arrival_s
+
+
+@POLICIES.register("sjf")
+class SjfPolicy(KeyedPolicy):
+    """Shortest job first on predicted output tokens (DriftSched 2026).
+
+    Job size = ``predicted_output_tokens`` (``default_output_tokens`` when no
+    predictor filled it) ``+ prompt_weight * prompt_tokens``; ties FIFO. The
+    victim is the running request with the largest predicted size.
+
+    Parameters: ``default_output_tokens`` (256), ``prompt_weight`` (0.0; set
+    it to weigh long prompts too).
+
+    When to use: minimising mean latency when a predictor ranks lengths well;
+    long jobs can starve under sustained overload. Push/pop O(log n).
+    """
+
+    def __init__(
+        self,
+        tenants: Mapping[str, Tenant] | None = None,
+        *,
+        default_output_tokens: int = 256,
+        prompt_weight: float = 0.0,
+    ) -> None:
+        super().__init__(tenants)
+        self.default_output_tokens = check_tokens("default_output_tokens", default_output_tokens)
+        self.prompt_weight = check_number("prompt_weight", prompt_weight)
+
+    def key(self, req: Request) -> float:
+        """The predicted job size in tokens."""
+        predicted = req.predicted_output_tokens
+        output = self.default_output_tokens if predicted is None else predicted
+        return output + self.prompt_weight * req.prompt_tokens
+
+
+@POLICIES.register("edf")
+class EdfPolicy(KeyedPolicy):
+    """Earliest deadline first, deadlines from the tenants' SLOs.
+
+    Deadline = ``arrival_s`` + the tenant's ``slo.e2e_s`` if set, else its
+    ``slo.ttft_s``, else ``default_horizon_s``. The victim is the running
+    request with the latest deadline (the most slack).
+
+    Parameters: ``default_horizon_s`` (60.0) for tenants without an SLO.
+
+    When to use: tenants with different latency objectives, load mostly
+    below capacity (EDF meets every deadline that any order could when the
+    load is feasible, and degrades badly in overload). Push/pop O(log n).
+    """
+
+    def __init__(
+        self, tenants: Mapping[str, Tenant] | None = None, *, default_horizon_s: float = 60.0
+    ) -> None:
+        super().__init__(tenants)
+        self.default_horizon_s = check_number("default_horizon_s", default_horizon_s, strict=True)
+        self._horizon: dict[str, float] = {}
+
+    def horizon_s(self, tenant: str) -> float:
+        """How long after arrival a request of ``tenant`` is due."""
+        horizon = self._horizon.get(tenant)
+        if horizon is None:
+            slo = self._tenants.tenant(tenant).slo
+            horizon = slo.e2e_s or slo.ttft_s or self.default_horizon_s
+            self._horizon[tenant] = horizon
+        return horizon
+
+    def key(self, req: Request) -> float:
+        """The deadline."""
+        return req.arrival_s + self.horizon_s(req.tenant)
+
+
+@POLICIES.register("oracle-sjf")
+class OracleSjfPolicy(KeyedPolicy):
+    """Clairvoyant SJF on the true ``output_tokens``: the bound SJF aims for.
+
+    Like ``sjf`` with a perfect predictor (size = ``output_tokens +
+    prompt_weight * prompt_tokens``). Only the simulator knows true lengths.
+
+    Parameters: ``prompt_weight`` (0.0). Push/pop O(log n).
+    """
+
+    def __init__(
+        self, tenants: Mapping[str, Tenant] | None = None, *, prompt_weight: float = 0.0
+    ) -> None:
+        super().__init__(tenants)
+        self.prompt_weight = check_number("prompt_weight", prompt_weight)
+
+    def key(self, req: Request) -> float:
+        """The true job size in tokens."""
+        return req.output_tokens + self.prompt_weight * req.prompt_tokens
+
+
+@POLICIES.register("oracle-srpt")
+class OracleSrptPolicy(KeyedPolicy):
+    """Clairvoyant shortest remaining processing time, at queue level.
+
+    Remaining work = ``prompt_weight * prompt_tokens + output_tokens`` (true
+    lengths). A policy is told service per tenant, not per request, so it
+    cannot know how far a preempted request had got; under recompute
+    preemption the prompt and the tokens already generated are computed again
+    anyway, so the total is an upper bound that is exact for requests never
+    served. The policy cannot preempt on its own either (it is asked for a
+    victim only when KV memory runs out), so at this placement SRPT differs
+    from ``oracle-sjf`` by counting the prompt and by preempting the running
+    request with the most work. Read it as the clairvoyant bound for what a
+    queue-ordering policy can do.
+
+    Parameters: ``prompt_weight`` (1.0). Push/pop O(log n).
+    """
+
+    def __init__(
+        self, tenants: Mapping[str, Tenant] | None = None, *, prompt_weight: float = 1.0
+    ) -> None:
+        super().__init__(tenants)
+        self.prompt_weight = check_number("prompt_weight", prompt_weight)
+
+    def key(self, req: Request) -> float:
+        """The true remaining work in tokens."""
+        return self.prompt_weight * req.prompt_tokens + req.output_tokens
