@@ -307,6 +307,12 @@ class Workload:
         so they are skipped; use :meth:`drop_failed` to see the same rows as a
         workload. Priority and SLO class come from the row's tenant config.
         """
+        # chain.from_iterable over per-batch map() objects: the per-request path
+        # is C only (a generator with ``yield from`` cost ~0.15 us a request more).
+        return itertools.chain.from_iterable(self.request_batches(start_id=start_id))
+
+    def request_batches(self, *, start_id: int = 0) -> Iterator[Iterator[Request]]:
+        """The requests of :meth:`requests` as lazy batches (one iterator per batch of rows)."""
         # Columns go to the dataclass constructor through map(), positionally,
         # one batch of .tolist() values at a time: no per-row dict or Python-level
         # loop. Per-tenant values are expanded with numpy object fancy-indexing
@@ -327,7 +333,7 @@ class Workload:
             rows: slice | IntArray = slice(start, stop) if keep is None else keep[start:stop]
             codes = self.tenant_codes[rows]
             count = stop - start
-            yield from map(
+            yield map(
                 Request,
                 range(next_id, next_id + count),
                 self.arrival_s[rows].tolist(),

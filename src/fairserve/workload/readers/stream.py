@@ -9,6 +9,7 @@ by time (BurstGPT and Azure are) and supports the CSV formats (``burstgpt``,
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,10 +42,12 @@ class TraceStream:
         self._skip = skip_bad_rows
         self._batch_bytes = batch_bytes
         self._options = options
-        self._iter = self._requests()
+        self._iter: Iterator[Request] = itertools.chain.from_iterable(self._batches())
 
-    def __iter__(self) -> TraceStream:
-        return self
+    def __iter__(self) -> Iterator[Request]:
+        # The generator itself, so a for-loop pays no Python-level __next__ per
+        # request (about 0.15 us each, 1.5 s over 10 M rows).
+        return self._iter
 
     def __next__(self) -> Request:
         return next(self._iter)
@@ -75,7 +78,7 @@ class TraceStream:
                 chunk = azure.from_table(table, self.path, start_s=start_s, **self._options)
             yield chunk
 
-    def _requests(self) -> Iterator[Request]:
+    def _batches(self) -> Iterator[Iterator[Request]]:
         next_id = 0
         last_s = float("-inf")
         for chunk in self._chunks():
@@ -89,7 +92,7 @@ class TraceStream:
             last_s = float(chunk.arrival_s[-1])
             self.skipped_rows += chunk.skipped_rows if self.fmt not in ("burstgpt", "azure") else 0
             self.failed_rows += chunk.n_failed
-            yield from chunk.requests(start_id=next_id)
+            yield from chunk.request_batches(start_id=next_id)
             next_id += len(chunk) - chunk.n_failed
 
 
