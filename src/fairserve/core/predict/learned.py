@@ -1,0 +1,322 @@
+"""A learned output-length predictor: gradient boosting on request features.
+
+Features: tenant and model (categorical), prompt tokens, ``max_tokens``, the
+conversation turn, and, when the model was trained with text, the 384-d
+all-MiniLM-L6-v2 embedding of the prompt text (:mod:`.embed`). The regressor
+is scikit-learn's histogram gradient boosting (fast, handles categories and
+missing values natively); an optional second model gives a high quantile.
+
+Online, ``observe`` keeps a per-class EMA of the log residual
+``log(actual / model estimate)`` and multiplies later estimates by
+``exp(residual)``: the model's systematic error on a class (a tenant whose
+lengths drifted since training) is corrected without retraining.
+
+Training (:func:`train`) works on in-memory requests; :meth:`LearnedModel.save`
+and :func:`LearnedModel.load` read and write a model folder (``model.pkl`` and
+``meta.json``). The folder is a pickle: load only folders you trust. Needs the
+``learned`` extra (scikit-learn; tokenizers and the embedding package for text).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from fairserve.core.model import Request
+from fairserve.core.predict._keys import class_key
+from fairserve.core.predict.base import PREDICTORS, Estimate
+from fairserve.core.predict.metrics import accuracy
+
+Target = Literal["log", "raw"]
+F64 = npt.NDArray[np.float64]
+
+#: Columns before the embedding: tenant, model (category codes), then numbers.
+BASE_FEATURES = ("tenant", "model", "prompt_tokens", "max_tokens", "turn")
+_N_CATEGORICAL = 2
+#: Model estimates kept for requests predicted and not yet observed (a bound
+#: for requests that never end); the oldest are dropped first.
+_MAX_PENDING = 100_000
+#: Category code of a tenant or model not seen in training (a missing value).
+_UNKNOWN = math.nan
+
+
+def _need_sklearn() -> Any:
+    try:
+        from sklearn.ensemble import HistGradientBoostingRegressor
+    except ImportError as exc:
+        raise ImportError(
+            "the learned predictor needs scikit-learn: pip install 'fairserve[learned]'"
+        ) from exc
+    return HistGradientBoostingRegressor
+
+
+class TextEmbedder(Protocol):
+    """What the feature builder needs of an embedder (see :class:`.embed.Embedder`)."""
+
+    def embed(self, texts: list[str], batch_size: int = 32) -> npt.NDArray[np.float32]:
+        """Unit-length embeddings, one row per text."""
+        ...
+
+
+@dataclass
+class LearnedModel:
+    """A trained model and what it needs to turn requests into features."""
+
+    regressor: Any
+    quantile_regressor: Any | None
+    target: Target
+    text: bool
+    tenants: tuple[str, ...]
+    models: tuple[str, ...]
+    quantile: float | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def features(self, reqs: Sequence[Request], embedder: TextEmbedder | None = None) -> F64:
+        """The feature matrix of ``reqs`` (embeddings need ``embedder`` when ``text``)."""
+        return build_features(reqs, self.tenants, self.models, embedder if self.text else None)
+
+    def predict_tokens(self, x: F64) -> tuple[F64, F64 | None]:
+        """Mean (and quantile, if trained) output tokens for feature rows ``x``."""
+        raw = np.asarray(self.regressor.predict(x), dtype=np.float64)
+        mean = np.expm1(raw) if self.target == "log" else raw
+        quant = None
+        if self.quantile_regressor is not None:
+            quant = np.maximum(
+                np.asarray(self.quantile_regressor.predict(x), dtype=np.float64), 1.0
+            )
+        return np.maximum(mean, 1.0), quant
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``model.pkl`` and a readable ``meta.json`` into ``folder``."""
+        path = Path(folder)
+        path.mkdir(parents=True, exist_ok=True)
+        with (path / "model.pkl").open("wb") as fh:
+            pickle.dump(self, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        meta = {
+            "kind": "fairserve-learned-length-predictor",
+            "version": 1,
+            "target": self.target,
+            "text": self.text,
+            "features": [*BASE_FEATURES, *(["embedding[384]"] if self.text else [])],
+            "tenants": list(self.tenants),
+            "models": list(self.models),
+            "quantile": self.quantile,
+            "metrics": self.metrics,
+        }
+        (path / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        return path
+
+    @staticmethod
+    def load(folder: str | Path) -> LearnedModel:
+        """Read a model folder written by :meth:`save` (a pickle: trusted folders only)."""
+        path = Path(folder) / "model.pkl"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path}: no trained model here; train one with "
+                "`fairserve predictor train TRACE --out FOLDER`"
+            )
+        _need_sklearn()
+        with path.open("rb") as fh:
+            model = pickle.load(fh)
+        if not isinstance(model, LearnedModel):
+            raise ValueError(f"{path}: not a fairserve learned predictor")
+        return model
+
+
+def build_features(
+    reqs: Sequence[Request],
+    tenants: Sequence[str],
+    models: Sequence[str],
+    embedder: TextEmbedder | None,
+) -> F64:
+    """Rows ``[tenant code, model code, prompt, max_tokens, turn, (embedding)]``.
+
+    Unknown tenants/models and absent ``max_tokens`` are NaN (the booster treats
+    them as missing); so is the embedding of a request without text.
+    """
+    t_code = {name: float(i) for i, name in enumerate(tenants)}
+    m_code = {name: float(i) for i, name in enumerate(models)}
+    n = len(reqs)
+    width = len(BASE_FEATURES) + (384 if embedder is not None else 0)
+    x = np.full((n, width), np.nan, dtype=np.float64)
+    for i, req in enumerate(reqs):
+        x[i, 0] = t_code.get(req.tenant, _UNKNOWN)
+        x[i, 1] = m_code.get(req.model, _UNKNOWN) if req.model is not None else _UNKNOWN
+        x[i, 2] = req.prompt_tokens
+        if req.max_tokens is not None:
+            x[i, 3] = req.max_tokens
+        x[i, 4] = req.turn
+    if embedder is not None:
+        rows = [i for i, req in enumerate(reqs) if req.text]
+        if rows:
+            vectors = embedder.embed([reqs[i].text or "" for i in rows])
+            x[np.asarray(rows), len(BASE_FEATURES) :] = vectors
+    return x
+
+
+def train(
+    reqs: Sequence[Request],
+    *,
+    embedder: TextEmbedder | None = None,
+    target: Target = "log",
+    quantile: float | None = 0.9,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    max_iter: int = 200,
+    learning_rate: float = 0.1,
+) -> LearnedModel:
+    """Fit the booster on a random ``1 - test_fraction`` of ``reqs``; score the rest.
+
+    Text embeddings are used when ``embedder`` is given. ``metrics`` of the
+    result holds MAE, RMSE and Kendall tau on the held-out requests, for the
+    model and for the per-tenant-mean baseline (the mean output of each tenant
+    in the training part), plus the sizes of both parts.
+    """
+    if target not in ("log", "raw"):
+        raise ValueError(f"target must be 'log' or 'raw', got {target!r}")
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    if len(reqs) < 10:
+        raise ValueError(f"need at least 10 requests to train, got {len(reqs)}")
+    regressor_cls = _need_sklearn()
+    tenants = tuple(sorted({r.tenant for r in reqs}))
+    models = tuple(sorted({r.model for r in reqs if r.model is not None}))
+    x = build_features(reqs, tenants, models, embedder)
+    y = np.asarray([r.output_tokens for r in reqs], dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(reqs))
+    n_test = max(1, round(len(reqs) * test_fraction))
+    test, fit = perm[:n_test], perm[n_test:]
+    categorical = [True] * _N_CATEGORICAL + [False] * (x.shape[1] - _N_CATEGORICAL)
+    common = dict(max_iter=max_iter, learning_rate=learning_rate, random_state=seed,
+                  categorical_features=categorical, early_stopping=False)  # fmt: skip
+    regressor = regressor_cls(loss="squared_error", **common)
+    regressor.fit(x[fit], np.log1p(y[fit]) if target == "log" else y[fit])
+    quantile_regressor = None
+    if quantile is not None:
+        quantile_regressor = regressor_cls(loss="quantile", quantile=quantile, **common)
+        quantile_regressor.fit(x[fit], y[fit])
+    model = LearnedModel(regressor, quantile_regressor, target, embedder is not None, tenants,
+                         models, quantile)  # fmt: skip
+    pred, _ = model.predict_tokens(x[test])
+    baseline = _tenant_mean_baseline(x[fit, 0], y[fit], x[test, 0])
+    model.metrics = {
+        "train_rows": int(fit.size),
+        "test_rows": int(test.size),
+        "target": target,
+        "text": embedder is not None,
+        "learned": accuracy(pred, y[test]).as_dict(),
+        "tenant_mean_baseline": accuracy(baseline, y[test]).as_dict(),
+    }
+    return model
+
+
+def _tenant_mean_baseline(fit_codes: F64, fit_y: F64, test_codes: F64) -> F64:
+    overall = float(fit_y.mean())
+    means = {code: float(fit_y[fit_codes == code].mean()) for code in np.unique(fit_codes)}
+    return np.asarray([means.get(code, overall) for code in test_codes], dtype=np.float64)
+
+
+class LearnedPredictor:
+    """The trained booster behind the Predictor protocol, with online calibration.
+
+    Build it with ``PREDICTORS.create("learned", path=MODEL_DIR)`` (or pass a
+    :class:`LearnedModel`). Parameters:
+      * ``alpha``: EMA weight of the newest log residual (0 turns calibration off).
+      * ``key``: the class whose residual is tracked (``tenant`` by default).
+      * ``max_log_residual``: one observation's log residual is clipped to +-this.
+      * ``cap_to_max_tokens``: estimates never exceed the request's ``max_tokens``.
+    Loading the model (and the embedding model, for a text model) happens here;
+    ``predict`` and ``observe`` do no I/O.
+    """
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        model: LearnedModel | None = None,
+        alpha: float = 0.05,
+        key: str = "tenant",
+        max_log_residual: float = 3.0,
+        cap_to_max_tokens: bool = True,
+        embedder: TextEmbedder | None = None,
+    ) -> None:
+        if (path is None) == (model is None):
+            raise ValueError("learned: pass exactly one of path= (a model folder) or model=")
+        if not 0 <= alpha <= 1:
+            raise ValueError(f"learned: alpha must be in [0, 1], got {alpha!r}")
+        self.model = model if model is not None else LearnedModel.load(Path(str(path)))
+        if self.model.text and embedder is None:
+            from fairserve.core.predict.embed import Embedder
+
+            embedder = Embedder()
+        self.embedder = embedder
+        self.alpha = float(alpha)
+        self.key = class_key(key)
+        self.max_log_residual = float(max_log_residual)
+        self.cap_to_max_tokens = cap_to_max_tokens
+        self.residuals: dict[str, float] = {}  # class -> EMA of log(actual / model)
+        # request id -> the model's (mean, quantile), from predict or warm, until observed
+        self._pending: dict[int, tuple[float, float | None]] = {}
+
+    def warm(self, reqs: Sequence[Request]) -> None:
+        """Compute the model's estimates of ``reqs`` in one batch (much faster than one by one).
+
+        A driver that knows requests ahead (the simulator) may call this; later
+        ``predict`` calls for these requests then only apply the calibration.
+        """
+        if not reqs:
+            return
+        mean, quant = self.model.predict_tokens(self.model.features(reqs, self.embedder))
+        for i, req in enumerate(reqs):
+            self._remember(req.id, (float(mean[i]), None if quant is None else float(quant[i])))
+
+    def _remember(self, req_id: int, value: tuple[float, float | None]) -> None:
+        pending = self._pending
+        pending[req_id] = value
+        if len(pending) > _MAX_PENDING:
+            del pending[next(iter(pending))]
+
+    def _model_estimate(self, req: Request) -> tuple[float, float | None]:
+        cached = self._pending.get(req.id)
+        if cached is not None:
+            return cached
+        mean, quant = self.model.predict_tokens(self.model.features([req], self.embedder))
+        value = (float(mean[0]), None if quant is None else float(quant[0]))
+        self._remember(req.id, value)
+        return value
+
+    def predict(self, req: Request) -> Estimate:
+        """The model's estimate times ``exp`` of the class's residual EMA."""
+        mean, quant = self._model_estimate(req)
+        factor = math.exp(self.residuals.get(self.key(req), 0.0))
+        mean *= factor
+        if quant is not None:
+            quant = max(quant * factor, mean)
+        if self.cap_to_max_tokens and req.max_tokens is not None:
+            mean = min(mean, float(req.max_tokens))
+            quant = None if quant is None else min(quant, float(req.max_tokens))
+        return Estimate(mean, quant)
+
+    def observe(self, req: Request, actual_output_tokens: int) -> None:
+        """Move the class residual toward ``log(actual / model estimate)``."""
+        if self.alpha == 0:
+            self._pending.pop(req.id, None)
+            return
+        model_mean, _ = self._model_estimate(req)
+        self._pending.pop(req.id, None)
+        res = math.log(max(actual_output_tokens, 1) / model_mean)
+        res = min(max(res, -self.max_log_residual), self.max_log_residual)
+        cls = self.key(req)
+        r = self.residuals.get(cls, 0.0)
+        self.residuals[cls] = r + self.alpha * (res - r)
+
+
+PREDICTORS.register("learned")(LearnedPredictor)
