@@ -11,11 +11,21 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from fairserve.cli_common import (
+    build_config,
+    build_workload,
+    err,
+    fail,
+    parse_component,
+    workload_and_deployment_options,
+)
 from fairserve.core.model import SLO
-from fairserve.sim.config import EngineConfig
+from fairserve.core.policies import POLICIES
+from fairserve.core.predict import PREDICTORS
+from fairserve.core.route import ROUTERS
 from fairserve.sim.cost import UnknownProfileError
 from fairserve.sim.run import InstanceSpec, SimConfig, SimResult, simulate
-from fairserve.workload import TraceError, Workload, load
+from fairserve.workload import Workload
 from fairserve.workload.cli import trace_app
 from fairserve.workload.generate import TenantMix, synthetic
 
@@ -27,47 +37,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(trace_app, name="trace", help="Inspect traces and workload specs.")
-
-err = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
-
-
-def _parse_tenants(text: str) -> list[TenantMix]:
-    """``name:share[:weight]`` items separated by commas."""
-    mixes = []
-    for item in text.split(","):
-        parts = item.strip().split(":")
-        if len(parts) not in (2, 3) or not parts[0]:
-            raise typer.BadParameter(f"tenant {item!r}: expected name:share or name:share:weight")
-        try:
-            share = float(parts[1])
-            weight = float(parts[2]) if len(parts) == 3 else 1.0
-        except ValueError as exc:
-            raise typer.BadParameter(f"tenant {item!r}: share and weight must be numbers") from exc
-        mixes.append(TenantMix(name=parts[0], share=share, weight=weight))
-    return mixes
-
-
-def _workload(
-    trace: Path | None,
-    workload: Path | None,
-    skip_bad_rows: bool,
-    synth: dict[str, Any],
-) -> Workload:
-    if trace is not None and workload is not None:
-        raise _fail("give --trace or --workload, not both")
-    try:
-        if trace is not None:
-            return load(trace, skip_bad_rows=skip_bad_rows)
-        if workload is not None:
-            return load(workload)
-        return synthetic(**synth)
-    except (TraceError, ValueError, OSError) as exc:
-        raise _fail(str(exc)) from exc
 
 
 def _run(workload: Workload, config: SimConfig, show_progress: bool) -> SimResult:
@@ -86,6 +55,7 @@ def _run(workload: Workload, config: SimConfig, show_progress: bool) -> SimResul
 
 
 def _slos(workload: Workload) -> dict[str, SLO]:
+    """Each tenant's SLO, from the workload's tenant configs."""
     return {name: workload.tenant_config(name).slo for name in workload.tenant_names()}
 
 
@@ -122,79 +92,54 @@ Opt = typer.Option
 
 
 @app.command("simulate")
+@workload_and_deployment_options
 def simulate_cmd(
-    trace: Annotated[
-        Path | None, Opt(help="Trace file (generic CSV/JSONL/Parquet or a known format).")
+    router: Annotated[str, Opt(help=f"Router: {', '.join(ROUTERS.names())}.")] = "round-robin",
+    policy: Annotated[str, Opt(help=f"Policy: {', '.join(POLICIES.names())}.")] = "fifo",
+    predictor: Annotated[
+        str | None, Opt(help=f"Output-length predictor: {', '.join(PREDICTORS.names())}.")
     ] = None,
-    workload: Annotated[Path | None, Opt(help="Workload spec (YAML).")] = None,
-    skip_bad_rows: Annotated[bool, Opt(help="Skip malformed trace rows and count them.")] = False,
-    requests: Annotated[int, Opt(help="Synthetic: number of requests.")] = 2000,
-    rate: Annotated[float, Opt(help="Synthetic: arrivals per second.")] = 10.0,
-    arrival: Annotated[str, Opt(help="Synthetic: poisson or gamma.")] = "poisson",
-    cv: Annotated[float, Opt(help="Synthetic: inter-arrival CV (gamma).")] = 1.0,
-    length: Annotated[str, Opt(help="Synthetic: lognormal or zipf lengths.")] = "lognormal",
-    prompt_mean: Annotated[float, Opt(help="Synthetic: mean prompt tokens (lognormal).")] = 1000,
-    output_mean: Annotated[float, Opt(help="Synthetic: mean output tokens (lognormal).")] = 250,
-    tenants: Annotated[
-        str, Opt(help="Synthetic: tenants as name:share[:weight],...")
-    ] = "chat:0.5,code:0.3,batch:0.2",
-    model: Annotated[str, Opt(help="Model name (see docs/simulator.md).")] = "Llama-3.1-8B",
-    gpu: Annotated[str, Opt(help="GPU name.")] = "H100-80GB",
-    tp: Annotated[int, Opt(help="Tensor-parallel degree.")] = 1,
-    instances: Annotated[int, Opt(help="Number of engine instances.")] = 1,
-    profile: Annotated[
-        Path | None, Opt(help="Calibrated profile from `fairserve calibrate`.")
-    ] = None,
-    max_num_batched_tokens: Annotated[int, Opt(help="Token budget per step.")] = 8192,
-    max_num_seqs: Annotated[int, Opt(help="Sequences per step.")] = 256,
-    block_size: Annotated[int, Opt(help="Tokens per KV block.")] = 16,
-    gpu_memory_utilization: Annotated[float, Opt(help="Fraction of GPU memory used.")] = 0.9,
-    num_gpu_blocks: Annotated[int | None, Opt(help="Override the KV capacity in blocks.")] = None,
-    prefix_caching: Annotated[bool, Opt(help="Prefix caching.")] = True,
-    router: Annotated[str, Opt(help="Router: round-robin or least-tokens.")] = "round-robin",
-    policy: Annotated[str, Opt(help="Policy of the global queue.")] = "fifo",
-    max_engine_waiting: Annotated[int, Opt(help="Requests queued per engine at most.")] = 8,
-    reference: Annotated[bool, Opt(help="Use the slow per-step reference engine.")] = False,
-    seed: Annotated[int, Opt(help="Seed of the synthetic workload.")] = 0,
-    as_json: Annotated[bool, Opt("--json", help="Print one JSON object.")] = False,
+    **opts: Any,
 ) -> None:
     """Simulate a trace or a synthetic workload on a modelled cluster."""
-    synth = {
-        "n_requests": requests,
-        "rate_per_s": rate,
-        "arrival": arrival,
-        "length": length,
-        "tenants": _parse_tenants(tenants),
-        "seed": seed,
-    }
-    if arrival == "gamma":
-        synth["cv"] = cv
-    if length == "lognormal":
-        synth["prompt_mean_tokens"] = prompt_mean
-        synth["output_mean_tokens"] = output_mean
-    wl = _workload(trace, workload, skip_bad_rows, synth)
-    try:
-        engine = EngineConfig(
-            max_num_batched_tokens=max_num_batched_tokens,
-            max_num_seqs=max_num_seqs,
-            block_size=block_size,
-            gpu_memory_utilization=gpu_memory_utilization,
-            enable_prefix_caching=prefix_caching,
-            num_gpu_blocks=num_gpu_blocks,
-        )
-        spec = InstanceSpec(gpu, model, tp, instances, engine, profile)
-        spec.cost_model()  # fail early on an unknown GPU/model/profile
-        config = SimConfig(
-            instances=(spec,),
-            policy=policy,
-            router=router,
-            max_engine_waiting=max_engine_waiting,
-            reference=reference,
-        )
-    except (ValueError, UnknownProfileError) as exc:
-        raise _fail(str(exc)) from exc
-    result = _run(wl, config, show_progress=not as_json)
-    _print_result(result, wl, as_json, f"{model} on {instances} x {gpu} (tp={tp})")
+    wl = build_workload(opts)
+    name, params = parse_component(policy)
+    pred_name, pred_params = parse_component(predictor) if predictor else (None, {})
+    config = build_config(opts, wl, name, router, pred_name, params, pred_params)
+    result = _run(wl, config, show_progress=not opts["as_json"])
+    title = f"{opts['model']} on {opts['instances']} x {opts['gpu']} (tp={opts['tp']}), {policy}"
+    _print_result(result, wl, opts["as_json"], title)
+
+
+@app.command("compare")
+@workload_and_deployment_options
+def compare_cmd(
+    policies: Annotated[
+        str, Opt(help="Comma-separated policies, each name or name:key=value;key=value.")
+    ] = "fifo,sjf,vtc",
+    predictor: Annotated[
+        str | None, Opt(help="Comma-separated output-length predictors (none: no prediction).")
+    ] = None,
+    router: Annotated[str, Opt(help="Comma-separated routers.")] = "round-robin",
+    **opts: Any,
+) -> None:
+    """Several policies x predictors x routers on the same workload and seed, side by side."""
+    from fairserve.compare import compare_rows, print_comparison
+
+    wl = build_workload(opts)
+    configs = []
+    for pol in policies.split(","):
+        for pred in predictor.split(",") if predictor else [None]:
+            for rt in router.split(","):
+                name, params = parse_component(pol)
+                pname, pparams = parse_component(pred) if pred else (None, {})
+                config = build_config(opts, wl, name, rt.strip(), pname, params, pparams)
+                configs.append((pol, pred, rt.strip(), config))
+    rows = compare_rows(wl, configs, progress=not opts["as_json"])
+    if opts["as_json"]:
+        sys.stdout.write(json.dumps(rows, allow_nan=False) + "\n")
+    else:
+        print_comparison(rows, Console())
 
 
 @app.command("calibrate")
@@ -216,7 +161,7 @@ def calibrate_cmd(
         base = CostModel.from_names(gpu, model, tp)
         table = read_steps(steps)
     except (UnknownProfileError, StepFileError) as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     result = fit(base, table)
     write_profile(out, result.model, result.fit_dict(), source=str(steps))
     eff = result.model.efficiency

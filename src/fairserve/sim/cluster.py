@@ -28,7 +28,11 @@ class Instance(Protocol):
 
     @property
     def outstanding_tokens(self) -> int:
-        """Tokens of requests assigned and not finished."""
+        """Prompt tokens + max_tokens of requests assigned and not finished."""
+
+    @property
+    def predicted_tokens(self) -> int:
+        """Prompt + predicted output tokens of requests assigned and not finished."""
 
     on_finish: Callable[[Request, int, float], None] | None
 
@@ -70,6 +74,9 @@ class Cluster:
         self.max_engine_waiting = max_engine_waiting
         self.touched: list[Instance] = []  # instances whose wake may have changed
         self.predictor = predictor
+        # (predicted, actual) output tokens of completed requests, for predictor error.
+        self.predicted_tokens: list[int] = []
+        self.actual_tokens: list[int] = []
         for inst in self.instances:
             inst.on_finish = self._finished
 
@@ -83,6 +90,9 @@ class Cluster:
     def _finished(self, req: Request, output_tokens: int, now: float) -> None:
         self.queue.on_finish(req, output_tokens, now)
         if self.predictor is not None and output_tokens:
+            if req.predicted_output_tokens is not None:
+                self.predicted_tokens.append(req.predicted_output_tokens)
+                self.actual_tokens.append(output_tokens)
             self.predictor.observe(req, output_tokens)
 
     def dispatch(self, now: float) -> None:

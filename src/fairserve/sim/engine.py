@@ -217,7 +217,10 @@ class Engine:
         self._budget = 0
         self._head_touches_cache = False  # the blocked waiting head has evictable hits
         # counters
+        # Load as a router could know it: prompt + max_tokens (0 when unset), and
+        # prompt + predicted output, of the requests assigned and not finished.
         self.outstanding_tokens = 0
+        self.predicted_tokens = 0
         self.steps = 0
         self.preemptions = 0
         self.prefill_tokens = 0
@@ -255,7 +258,8 @@ class Engine:
             self._queue.append(seq, now)
         else:
             self._queue.append(seq)
-        self.outstanding_tokens += req.prompt_tokens + req.output_tokens
+        self.outstanding_tokens += req.prompt_tokens + (req.max_tokens or 0)
+        self.predicted_tokens += req.prompt_tokens + (req.predicted_output_tokens or 0)
         if self.wake_s is None:
             # Plan at a wake event, not here, so that every request arriving at
             # this same instant is in the first step.
@@ -664,7 +668,8 @@ class Engine:
         del self.running[id(seq)]
         seq.state = DONE
         req = seq.req
-        self.outstanding_tokens -= req.prompt_tokens + req.output_tokens
+        self.outstanding_tokens -= req.prompt_tokens + (req.max_tokens or 0)
+        self.predicted_tokens -= req.prompt_tokens + (req.predicted_output_tokens or 0)
         self.records.add(
             req.id, req.tenant, self.index, Outcome.COMPLETED, req.arrival_s,
             seq.first_sched_s, seq.first_token_s, self.now, req.prompt_tokens,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from collections.abc import Callable
 
 from fairserve.core.model import Outcome, Request
 from fairserve.core.policies.base import Policy
@@ -87,10 +88,14 @@ class ReferenceEngine:
         self.preempted: deque[RefSeq] = deque()
         self.running: list[RefSeq] = []
         self.scheduled: list[tuple[RefSeq, int]] = []
-        self.outstanding_tokens = 0
+        self.outstanding_tokens = 0  # prompt + max_tokens, as Engine
+        self.predicted_tokens = 0
         self.steps = 0
         self.preemptions = 0
         self._starting = False
+        # Live drivers (the gateway's simulated engine server) stream each token
+        # as it is sampled: called with (request, tokens sampled so far).
+        self.on_token: Callable[[Request, int], None] | None = None
         self.on_finish: Callable[[Request, int, float], None] | None = None
 
     @property
@@ -117,7 +122,8 @@ class ReferenceEngine:
             return
         self.seqs[id(req)] = RefSeq(req)
         self.queue.push(req, now)
-        self.outstanding_tokens += req.prompt_tokens + req.output_tokens
+        self.outstanding_tokens += req.prompt_tokens + (req.max_tokens or 0)
+        self.predicted_tokens += req.prompt_tokens + (req.predicted_output_tokens or 0)
         if self.wake_s is None:
             self.now = now
             self._starting = True
@@ -247,6 +253,8 @@ class ReferenceEngine:
                 seq.out += 1
                 if seq.out == 1:
                     seq.first_token_s = self.now
+                if self.on_token is not None:
+                    self.on_token(seq.req, seq.out)
                 if seq.out == seq.req.output_tokens:
                     self._complete(seq)
         self.scheduled = []
@@ -263,7 +271,8 @@ class ReferenceEngine:
         self.running.remove(seq)
         del self.seqs[id(seq.req)]
         req = seq.req
-        self.outstanding_tokens -= req.prompt_tokens + req.output_tokens
+        self.outstanding_tokens -= req.prompt_tokens + (req.max_tokens or 0)
+        self.predicted_tokens -= req.prompt_tokens + (req.predicted_output_tokens or 0)
         self.records.add(
             req.id, req.tenant, self.index, Outcome.COMPLETED, req.arrival_s,
             seq.first_sched_s, seq.first_token_s, self.now, req.prompt_tokens, seq.out,
@@ -271,6 +280,37 @@ class ReferenceEngine:
         )  # fmt: skip
         if self.on_finish is not None:
             self.on_finish(req, seq.out, self.now)
+
+    def cancel(self, req: Request, now: float) -> bool:
+        """Drop ``req`` wherever it is (queued, preempted or running); free its KV blocks.
+
+        A request cancelled during a step leaves that step's time unchanged (the
+        GPU was already running it) but gets no token from it. The request is
+        recorded as CANCELLED. Returns False if the engine does not hold it.
+        """
+        seq = self.seqs.get(id(req))
+        if seq is None:
+            return False
+        if not self.queue.remove(req):
+            if seq in self.preempted:
+                self.preempted.remove(seq)  # preemption already released its blocks
+            else:
+                for j, (s, m) in enumerate(self.scheduled):
+                    if s is seq:  # blocks for this step's tokens were allocated at planning
+                        del self.scheduled[j]
+                        self.pool.release(self._blocks(s.computed + m) - self._blocks(s.computed))
+                        break
+                self._release(seq)
+                self.running.remove(seq)
+        del self.seqs[id(req)]
+        self.outstanding_tokens -= req.prompt_tokens + (req.max_tokens or 0)
+        self.predicted_tokens -= req.prompt_tokens + (req.predicted_output_tokens or 0)
+        self.records.add(
+            req.id, req.tenant, self.index, Outcome.CANCELLED, req.arrival_s,
+            seq.first_sched_s, seq.first_token_s, now, req.prompt_tokens, seq.out,
+            seq.cached_tokens, seq.preemptions,
+        )  # fmt: skip
+        return True
 
     def _preempt(self, seq: RefSeq) -> None:
         self._release(seq)

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fairserve.core.model import SLO, Request, Tenant
 from fairserve.core.policies import POLICIES, Policy
 from fairserve.core.predict import PREDICTORS
@@ -116,6 +118,9 @@ class SimResult:
     wall_time_s: float
     steps: int
     failure_reasons: Mapping[int, str]
+    # Predicted and actual output tokens of completed requests (empty without a predictor).
+    predicted_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    actual_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def summary(
         self, slos: Mapping[str, SLO] | None = None, default_slo: SLO | None = None
@@ -189,6 +194,8 @@ def simulate(
         wall_time_s=wall,
         steps=sum(e.steps for e in engines),
         failure_reasons=dict(records.failure_reasons),
+        predicted_tokens=np.asarray(cluster.predicted_tokens, dtype=np.int64),
+        actual_tokens=np.asarray(cluster.actual_tokens, dtype=np.int64),
     )
 
 

@@ -26,7 +26,11 @@ class InstanceView(Protocol):
 
     @property
     def outstanding_tokens(self) -> int:
-        """Prompt plus output tokens of the requests assigned and not finished."""
+        """Prompt tokens plus ``max_tokens`` (0 when unset) of the requests assigned and not finished."""
+
+    @property
+    def predicted_tokens(self) -> int:
+        """Prompt plus predicted output tokens of the requests assigned and not finished."""
 
 
 class Router(Protocol):

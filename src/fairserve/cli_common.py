@@ -1,0 +1,175 @@
+"""Options shared by ``simulate`` and ``compare``: the workload and the deployment.
+
+The options are declared once here and added to a command's signature by
+``@workload_and_deployment_options``; the command receives them as keyword
+arguments and turns them into a workload and a ``SimConfig`` with
+``build_workload`` and ``build_config``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+import yaml
+from rich.console import Console
+
+from fairserve.sim.config import EngineConfig
+from fairserve.sim.cost import UnknownProfileError
+from fairserve.sim.run import InstanceSpec, SimConfig
+from fairserve.workload import TraceError, Workload, load
+from fairserve.workload.generate import TenantMix, synthetic
+
+Opt = typer.Option
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+# name, type, option, default
+_OPTIONS: list[tuple[str, Any, Any, Any]] = [
+    ("trace", Path | None, Opt(help="Trace file (generic CSV/JSONL/Parquet or a known format)."), None),
+    ("workload", Path | None, Opt(help="Workload spec (YAML)."), None),
+    ("skip_bad_rows", bool, Opt(help="Skip malformed trace rows and count them."), False),
+    ("requests", int, Opt(help="Synthetic: number of requests."), 2000),
+    ("rate", float, Opt(help="Synthetic: arrivals per second."), 10.0),
+    ("arrival", str, Opt(help="Synthetic: poisson or gamma."), "poisson"),
+    ("cv", float, Opt(help="Synthetic: inter-arrival CV (gamma)."), 1.0),
+    ("length", str, Opt(help="Synthetic: lognormal or zipf lengths."), "lognormal"),
+    ("prompt_mean", float, Opt(help="Synthetic: mean prompt tokens (lognormal)."), 1000.0),
+    ("output_mean", float, Opt(help="Synthetic: mean output tokens (lognormal)."), 250.0),
+    ("tenants", str, Opt(help="Synthetic: tenants as name:share[:weight],..."), "chat:0.5,code:0.3,batch:0.2"),
+    ("model", str, Opt(help="Model name (see docs/simulator.md)."), "Llama-3.1-8B"),
+    ("gpu", str, Opt(help="GPU name."), "H100-80GB"),
+    ("tp", int, Opt(help="Tensor-parallel degree."), 1),
+    ("instances", int, Opt(help="Number of engine instances."), 1),
+    ("profile", Path | None, Opt(help="Calibrated profile from `fairserve calibrate`."), None),
+    ("max_num_batched_tokens", int, Opt(help="Token budget per step."), 8192),
+    ("max_num_seqs", int, Opt(help="Sequences per step."), 256),
+    ("block_size", int, Opt(help="Tokens per KV block."), 16),
+    ("gpu_memory_utilization", float, Opt(help="Fraction of GPU memory used."), 0.9),
+    ("num_gpu_blocks", int | None, Opt(help="Override the KV capacity in blocks."), None),
+    ("prefix_caching", bool, Opt(help="Prefix caching."), True),
+    ("placement", str, Opt(help="Where the policy runs: gateway (global queue) or engine."), "gateway"),
+    ("max_engine_waiting", int, Opt(help="Requests queued per engine at most (gateway placement)."), 8),
+    ("reference", bool, Opt(help="Use the slow per-step reference engine."), False),
+    ("seed", int, Opt(help="Seed of the synthetic workload and random routers."), 0),
+    ("as_json", bool, Opt("--json", help="Print JSON."), False),
+]  # fmt: skip
+
+
+def workload_and_deployment_options(func: F) -> F:
+    """Add the shared options to ``func``'s signature (it takes them as ``**opts``)."""
+    sig = inspect.signature(func, eval_str=True)
+    own = [p for p in sig.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+    added = [
+        inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[typ, opt]
+        )
+        for name, typ, opt, default in _OPTIONS
+    ]
+    func.__signature__ = sig.replace(parameters=own + added)  # type: ignore[attr-defined]
+    func.__annotations__ = {p.name: p.annotation for p in own + added} | {"return": None}
+    return func
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print an error for people and return the exit to raise."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def parse_tenants(text: str) -> list[TenantMix]:
+    """``name:share[:weight]`` items separated by commas."""
+    mixes = []
+    for item in text.split(","):
+        parts = item.strip().split(":")
+        if len(parts) not in (2, 3) or not parts[0]:
+            raise typer.BadParameter(f"tenant {item!r}: expected name:share or name:share:weight")
+        try:
+            share = float(parts[1])
+            weight = float(parts[2]) if len(parts) == 3 else 1.0
+            mixes.append(TenantMix(name=parts[0], share=share, weight=weight))
+        except ValueError as exc:
+            raise typer.BadParameter(f"tenant {item!r}: {exc}") from exc
+    return mixes
+
+
+def build_workload(opts: dict[str, Any]) -> Workload:
+    """The workload the options name: a trace, a spec, or a synthetic one."""
+    trace, spec = opts["trace"], opts["workload"]
+    if trace is not None and spec is not None:
+        raise fail("give --trace or --workload, not both")
+    try:
+        if trace is not None:
+            return load(trace, skip_bad_rows=opts["skip_bad_rows"])
+        if spec is not None:
+            return load(spec)
+        synth: dict[str, Any] = {
+            "arrival": opts["arrival"],
+            "length": opts["length"],
+            "tenants": parse_tenants(opts["tenants"]),
+            "seed": opts["seed"],
+        }
+        if opts["arrival"] == "gamma":
+            synth["cv"] = opts["cv"]
+        if opts["length"] == "lognormal":
+            synth["prompt_mean_tokens"] = opts["prompt_mean"]
+            synth["output_mean_tokens"] = opts["output_mean"]
+        return synthetic(opts["requests"], opts["rate"], **synth)
+    except (TraceError, ValueError, OSError) as exc:
+        raise fail(str(exc)) from exc
+
+
+def parse_component(text: str) -> tuple[str, dict[str, Any]]:
+    """``name`` or ``name:key=value;key=value`` (values parsed as YAML scalars)."""
+    name, _, rest = text.partition(":")
+    params: dict[str, Any] = {}
+    for item in filter(None, rest.split(";")):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise fail(f"{text!r}: expected name:key=value;key=value")
+        params[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return name.strip(), params
+
+
+def build_config(
+    opts: dict[str, Any],
+    workload: Workload,
+    policy: str = "fifo",
+    router: str = "round-robin",
+    predictor: str | None = None,
+    policy_params: dict[str, Any] | None = None,
+    predictor_params: dict[str, Any] | None = None,
+) -> SimConfig:
+    """The deployment the options describe, running ``policy``, ``router`` and ``predictor``."""
+    router_params: dict[str, Any] = {"seed": opts["seed"]} if router == "p2c" else {}
+    try:
+        engine = EngineConfig(
+            max_num_batched_tokens=opts["max_num_batched_tokens"],
+            max_num_seqs=opts["max_num_seqs"],
+            block_size=opts["block_size"],
+            gpu_memory_utilization=opts["gpu_memory_utilization"],
+            enable_prefix_caching=opts["prefix_caching"],
+            num_gpu_blocks=opts["num_gpu_blocks"],
+        )
+        spec = InstanceSpec(
+            opts["gpu"], opts["model"], opts["tp"], opts["instances"], engine, opts["profile"]
+        )
+        spec.cost_model()  # fail early on an unknown GPU/model/profile
+        return SimConfig(
+            instances=(spec,),
+            policy=policy,
+            router=router,
+            placement=opts["placement"],
+            max_engine_waiting=opts["max_engine_waiting"],
+            predictor=predictor,
+            tenants=tuple(workload.tenant_config(n) for n in workload.tenant_names()),
+            policy_params=policy_params or {},
+            router_params=router_params,
+            predictor_params=predictor_params or {},
+            reference=opts["reference"],
+        )
+    except (ValueError, UnknownProfileError) as exc:
+        raise fail(str(exc)) from exc

@@ -1,0 +1,101 @@
+"""``fairserve compare``: run several configurations on one workload and tabulate them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from fairserve.metrics.fairness import fairness
+from fairserve.sim.run import SimConfig, SimResult, simulate
+from fairserve.workload import Workload
+
+
+def predictor_error(result: SimResult) -> dict[str, float | None]:
+    """MAE and RMSE (tokens) of the predictions made during a run; None without any."""
+    if not len(result.actual_tokens):
+        return {"mae": None, "rmse": None}
+    diff = result.predicted_tokens.astype(float) - result.actual_tokens
+    return {"mae": float(np.mean(np.abs(diff))), "rmse": float(np.sqrt(np.mean(diff**2)))}
+
+
+def run_row(
+    workload: Workload, policy: str, predictor: str | None, router: str, config: SimConfig
+) -> dict[str, Any]:
+    """One configuration's figures: the keys of ``simulate --json`` plus fairness."""
+    result = simulate(workload.requests(), config)
+    slos = {n: workload.tenant_config(n).slo for n in workload.tenant_names()}
+    weights = {n: workload.tenant_config(n).weight for n in workload.tenant_names()}
+    row: dict[str, Any] = {"policy": policy, "predictor": predictor, "router": router}
+    row.update(result.summary(slos=slos).to_dict())
+    row["wall_time_s"] = result.wall_time_s
+    row["fairness"] = fairness(result.records, weights).to_dict()
+    row["predictor_error"] = predictor_error(result)
+    return row
+
+
+def compare_rows(
+    workload: Workload,
+    configs: Sequence[tuple[str, str | None, str, SimConfig]],
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Run every configuration (each on fresh Request objects) and return their rows."""
+    rows = []
+    with Progress(console=Console(stderr=True), transient=True, disable=not progress) as bar:
+        task = bar.add_task("comparing", total=len(configs))
+        for policy, predictor, router, config in configs:
+            rows.append(run_row(workload, policy, predictor, router, config))
+            bar.advance(task)
+    return rows
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{1000 * value:,.0f}"
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.2f}"
+
+
+def print_comparison(rows: Sequence[dict[str, Any]], console: Console) -> None:
+    """The overall table, then one row per configuration and tenant."""
+    overall = Table(title="Overall")
+    for col in (
+        "policy", "predictor", "router", "TTFT p50 ms", "TTFT p99 ms", "E2E p50 s", "E2E p99 s",
+        "goodput %", "Jain", "max svc diff", "worst wait s", "pred. MAE",
+    ):  # fmt: skip
+        overall.add_column(
+            col, justify="left" if col in ("policy", "predictor", "router") else "right"
+        )
+    for r in rows:
+        fair, err = r["fairness"], r["predictor_error"]
+        good = r["goodput"]["fraction"]
+        overall.add_row(
+            r["policy"], r["predictor"] or "-", r["router"],
+            _ms(r["ttft_s"]["p50"]), _ms(r["ttft_s"]["p99"]),
+            _s(r["e2e_s"]["p50"]), _s(r["e2e_s"]["p99"]),
+            "-" if good is None else f"{100 * good:.1f}",
+            "-" if fair["jain"] is None else f"{fair['jain']:.3f}",
+            "-" if fair["max_service_diff"] is None else f"{fair['max_service_diff']:,.0f}",
+            _s(fair["worst_wait_s"]),
+            "-" if err["mae"] is None else f"{err['mae']:.1f}",
+        )  # fmt: skip
+    console.print(overall)
+    tenants = Table(title="Per tenant")
+    for col in ("policy", "predictor", "router", "tenant", "TTFT p50 ms", "TTFT p99 ms",
+                "E2E p50 s", "E2E p99 s"):  # fmt: skip
+        tenants.add_column(
+            col, justify="left" if col in ("policy", "predictor", "router", "tenant") else "right"
+        )
+    for r in rows:
+        for name, t in r["per_tenant"].items():
+            tenants.add_row(
+                r["policy"], r["predictor"] or "-", r["router"], name,
+                _ms(t["ttft_s"]["p50"]), _ms(t["ttft_s"]["p99"]),
+                _s(t["e2e_s"]["p50"]), _s(t["e2e_s"]["p99"]),
+            )  # fmt: skip
+    console.print(tenants)
