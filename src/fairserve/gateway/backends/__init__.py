@@ -1,0 +1,1 @@
+"""Upstreams of the gateway: any OpenAI-compatible HTTP server, and the simulated engine."""

@@ -1,0 +1,178 @@
+"""Any OpenAI-compatible HTTP server as a backend: requests, health checks, engine metrics.
+
+Health: ``GET <url><health_path>`` every ``health_interval_s``; a failed check
+(or a connection failure of a real request) takes the backend out, a passing
+check puts it back. Engine metrics: ``GET <url>/metrics`` every
+``metrics_interval_s``; vLLM's ``vllm:num_requests_running`` /
+``vllm:num_requests_waiting`` and SGLang's ``sglang:num_running_reqs`` /
+``sglang:num_queue_reqs`` are recognised (summed over label sets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Callable, Sequence
+
+import httpx
+
+from fairserve.gateway.config import DispatchConfig
+from fairserve.gateway.dispatch import BackendState
+
+_METRIC_NAMES = {
+    "vllm": ("vllm:num_requests_running", "vllm:num_requests_waiting"),
+    "sglang": ("sglang:num_running_reqs", "sglang:num_queue_reqs"),
+}
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([-+0-9.eEinfNa]+)")
+
+
+def parse_engine_metrics(text: str, flavour: str = "auto") -> tuple[int, int] | None:
+    """``(running, waiting)`` from a Prometheus exposition of vLLM or SGLang, or None."""
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line[0] == "#":
+            continue
+        match = _SAMPLE.match(line)
+        if match is None:
+            continue
+        with contextlib.suppress(ValueError):
+            values[match[1]] = values.get(match[1], 0.0) + float(match[3])
+    flavours = _METRIC_NAMES if flavour == "auto" else {flavour: _METRIC_NAMES[flavour]}
+    for running_name, waiting_name in flavours.values():
+        if running_name in values and waiting_name in values:
+            return int(values[running_name]), int(values[waiting_name])
+    return None
+
+
+class UpstreamError(Exception):
+    """An upstream request failed. ``retryable``: nothing was produced, another backend may do."""
+
+    def __init__(
+        self, message: str, *, retryable: bool, status: int = 502, body: bytes = b""
+    ) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+        self.body = body
+
+
+class HttpUpstream:
+    """One pooled HTTP client for all backends, plus their health and metrics pollers."""
+
+    def __init__(
+        self,
+        backends: Sequence[BackendState],
+        config: DispatchConfig,
+        on_change: Callable[[], None],
+    ) -> None:
+        self.backends = list(backends)
+        self.config = config
+        self.on_change = on_change
+        timeout = httpx.Timeout(
+            connect=config.connect_timeout_s,
+            read=config.read_timeout_s,
+            write=config.connect_timeout_s,
+            pool=config.connect_timeout_s,
+        )
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=512)
+        self.client = httpx.AsyncClient(timeout=timeout, limits=limits)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ----------------------------------------------------------- requests
+    async def open(self, backend: BackendState, path: str, body: bytes) -> httpx.Response:
+        """Send a streaming request; the response's headers have arrived when this returns.
+
+        Raises ``UpstreamError``: retryable for connection failures and 5xx
+        (the backend is marked unhealthy on connection failures), not
+        retryable for 4xx (the client's mistake, passed on as is).
+        """
+        headers = {"content-type": "application/json", "accept-encoding": "identity"}
+        if backend.config.api_key:
+            headers["authorization"] = "Bearer " + backend.config.api_key
+        request = self.client.build_request(
+            "POST", backend.url + path, content=body, headers=headers
+        )
+        try:
+            response = await self.client.send(request, stream=True)
+        except httpx.TransportError as exc:
+            self.mark(backend, healthy=False)
+            raise UpstreamError(
+                f"{backend.name}: {type(exc).__name__}: {exc}", retryable=True
+            ) from None
+        if response.status_code >= 400:
+            try:
+                content = await response.aread()
+            except httpx.TransportError:
+                content = b""
+            finally:
+                await response.aclose()
+            retryable = response.status_code >= 500
+            raise UpstreamError(
+                f"{backend.name} answered {response.status_code}",
+                retryable=retryable,
+                status=response.status_code,
+                body=content,
+            )
+        return response
+
+    def mark(self, backend: BackendState, *, healthy: bool) -> None:
+        """Take a backend out or put it back."""
+        if healthy:
+            backend.failures = 0
+        else:
+            backend.failures += 1
+        now_healthy = healthy or backend.failures < self.config.unhealthy_after
+        if now_healthy != backend.healthy:
+            backend.healthy = now_healthy
+            self.on_change()
+
+    # ----------------------------------------------------------- pollers
+    def start(self) -> None:
+        """Start the health and metrics pollers."""
+        loop = asyncio.get_running_loop()
+        for backend in self.backends:
+            self._tasks.append(loop.create_task(self._health_loop(backend)))
+            if backend.config.metrics != "off":
+                self._tasks.append(loop.create_task(self._metrics_loop(backend)))
+
+    async def close(self) -> None:
+        """Stop the pollers and close the pool."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.client.aclose()
+
+    async def check_health(self, backend: BackendState) -> bool:
+        """One health check; updates the backend's state."""
+        try:
+            response = await self.client.get(
+                backend.url + self.config.health_path, timeout=self.config.health_timeout_s
+            )
+            ok = response.status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        self.mark(backend, healthy=ok)
+        return ok
+
+    async def _health_loop(self, backend: BackendState) -> None:
+        while True:
+            await self.check_health(backend)
+            await asyncio.sleep(self.config.health_interval_s)
+
+    async def _metrics_loop(self, backend: BackendState) -> None:
+        flavour = backend.config.metrics
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                response = await self.client.get(
+                    backend.url + "/metrics", timeout=self.config.health_timeout_s
+                )
+                if response.status_code == 200:
+                    figures = parse_engine_metrics(response.text, flavour)
+                    if figures is not None:
+                        backend.observe_engine(*figures)
+                        self.on_change()
+            await asyncio.sleep(self.config.metrics_interval_s)

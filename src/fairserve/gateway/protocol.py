@@ -1,0 +1,202 @@
+"""Parsing and validating OpenAI-compatible request bodies; prompt-token estimates.
+
+Prompt tokens are estimated without a tokenizer: a text of ``c`` characters
+counts ``ceil(c / 4)`` tokens (OpenAI's rule of thumb for English; real
+tokenizers give 0.7x-1.5x of it), and each chat message adds 3 tokens for its
+role and separators, plus 3 for the reply's priming. When the client sends
+token ids (``prompt: [1, 2, 3]`` on ``/v1/completions``) their count is exact.
+The gateway and the simulated engine use the same estimate, so they agree.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from fairserve.gateway.errors import APIError, bad_request
+
+CHARS_PER_TOKEN = 4
+CHAT_TOKENS_PER_MESSAGE = 3
+CHAT_REPLY_PRIMING_TOKENS = 3
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+class Endpoint(Enum):
+    """The two generation endpoints."""
+
+    CHAT = "chat"
+    COMPLETIONS = "completions"
+
+    @property
+    def path(self) -> str:
+        """The URL path of the endpoint."""
+        return "/v1/chat/completions" if self is Endpoint.CHAT else "/v1/completions"
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedRequest:
+    """What the gateway and the engine need of a validated request body.
+
+    ``max_tokens`` is None when the client did not set it. ``text`` is the
+    prompt text (the last user message for chat), used by the simulated
+    engine's echo output and as a predictor feature.
+    """
+
+    endpoint: Endpoint
+    body: dict[str, Any]
+    model: str
+    stream: bool
+    include_usage: bool
+    max_tokens: int | None
+    prompt_tokens: int
+    text: str
+    ignore_eos: bool | None
+
+
+def estimate_tokens(text: str) -> int:
+    """Tokens of ``text`` by the chars/4 rule (at least 1 for a non-empty text)."""
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or a 400."""
+    if not raw:
+        raise bad_request("the request body is empty; send a JSON object")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise bad_request(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise bad_request("the request body must be a JSON object")
+    return body
+
+
+def _opt_int(body: dict[str, Any], key: str, minimum: int) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise bad_request(f"{key} must be an integer >= {minimum}", param=key)
+    if value < minimum:
+        raise bad_request(f"{key} must be >= {minimum}, got {value}", param=key)
+    return value
+
+
+def _opt_bool(body: dict[str, Any], key: str) -> bool | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise bad_request(f"{key} must be a boolean", param=key)
+    return value
+
+
+def _content_text(content: Any, where: str) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for i, part in enumerate(content):
+            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                raise bad_request(f"{where}[{i}] must be an object with a type", param=where)
+            if part["type"] == "text":
+                if not isinstance(part.get("text"), str):
+                    raise bad_request(f"{where}[{i}].text must be a string", param=where)
+                parts.append(part["text"])
+        return "".join(parts)
+    raise bad_request(f"{where} must be a string or a list of content parts", param=where)
+
+
+def _chat_prompt(body: dict[str, Any]) -> tuple[int, str]:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise bad_request("messages must be a non-empty list", param="messages")
+    tokens = CHAT_REPLY_PRIMING_TOKENS
+    last_user = ""
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict):
+            raise bad_request(f"messages[{i}] must be an object", param="messages")
+        role = msg.get("role")
+        if role not in _ROLES:
+            raise bad_request(
+                f"messages[{i}].role must be one of {', '.join(sorted(_ROLES))}",
+                param="messages",
+            )
+        text = _content_text(msg.get("content"), f"messages[{i}].content")
+        tokens += estimate_tokens(text) + CHAT_TOKENS_PER_MESSAGE
+        if role == "user":
+            last_user = text
+    return tokens, last_user
+
+
+def _completion_prompt(body: dict[str, Any]) -> tuple[int, str]:
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
+        prompt = prompt[0]  # a batch of one
+    if isinstance(prompt, str):
+        if not prompt:
+            raise bad_request("prompt must not be empty", param="prompt")
+        return estimate_tokens(prompt), prompt
+    if isinstance(prompt, list) and prompt:
+        if all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in prompt):
+            return len(prompt), " ".join(str(t) for t in prompt[:64])
+        if all(isinstance(t, str | list) for t in prompt):
+            raise bad_request("batched prompts are not supported; send one prompt per request",
+                              param="prompt")  # fmt: skip
+    raise bad_request("prompt must be a non-empty string or a list of token ids", param="prompt")
+
+
+def parse_request(endpoint: Endpoint, raw: bytes) -> ParsedRequest:
+    """Validate an OpenAI-compatible body; raise a 400 ``APIError`` naming the field."""
+    body = parse_json(raw)
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise bad_request("model must be a non-empty string", param="model")
+    stream = _opt_bool(body, "stream") or False
+    include_usage = False
+    options = body.get("stream_options")
+    if options is not None:
+        if not stream:
+            raise bad_request("stream_options is only allowed with stream: true",
+                              param="stream_options")  # fmt: skip
+        if not isinstance(options, dict):
+            raise bad_request("stream_options must be an object", param="stream_options")
+        include_usage = _opt_bool(options, "include_usage") or False
+    n = _opt_int(body, "n", 1)
+    if n is not None and n != 1:
+        raise bad_request("only n = 1 is supported", param="n")
+    max_tokens = _opt_int(body, "max_tokens", 1)
+    if endpoint is Endpoint.CHAT:
+        max_completion = _opt_int(body, "max_completion_tokens", 1)
+        if max_completion is not None:
+            max_tokens = max_completion if max_tokens is None else min(max_tokens, max_completion)
+        prompt_tokens, text = _chat_prompt(body)
+    else:
+        prompt_tokens, text = _completion_prompt(body)
+    _opt_int(body, "priority", -(2**31))
+    return ParsedRequest(
+        endpoint=endpoint,
+        body=body,
+        model=model,
+        stream=stream,
+        include_usage=include_usage,
+        max_tokens=max_tokens,
+        prompt_tokens=max(1, prompt_tokens),
+        text=text,
+        ignore_eos=_opt_bool(body, "ignore_eos"),
+    )
+
+
+def not_found_model(model: str, known: list[str]) -> APIError:
+    """404 for a model this server does not serve (as OpenAI and vLLM answer)."""
+    return APIError(
+        404,
+        f"The model {model!r} does not exist; available: {', '.join(known)}",
+        param="model",
+        code="model_not_found",
+    )

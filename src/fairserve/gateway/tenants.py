@@ -1,0 +1,149 @@
+"""Tenants at the gateway: API-key authentication and per-tenant rate limits.
+
+Keys are kept only as SHA-256 digests. A presented key is hashed and compared
+with every tenant's digest using ``hmac.compare_digest``, without stopping at
+the first match, so the time taken does not tell which tenant (if any) a key
+is close to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+from collections.abc import Mapping
+
+from fairserve.core.model import Tenant
+from fairserve.gateway.config import GatewayConfig, LimitsConfig
+from fairserve.gateway.errors import APIError
+
+
+class TokenBucket:
+    """``per_min`` units a minute, with a burst of one minute's worth."""
+
+    __slots__ = ("capacity", "level", "rate_per_s", "stamp_s")
+
+    def __init__(self, per_min: float, now_s: float) -> None:
+        self.capacity = per_min
+        self.rate_per_s = per_min / 60.0
+        self.level = per_min
+        self.stamp_s = now_s
+
+    def _refill(self, now_s: float) -> None:
+        if now_s > self.stamp_s:
+            self.level = min(self.capacity, self.level + (now_s - self.stamp_s) * self.rate_per_s)
+            self.stamp_s = now_s
+
+    def wait_s(self, amount: float, now_s: float) -> float:
+        """Seconds until ``amount`` is available (0 when it is now)."""
+        self._refill(now_s)
+        missing = amount - self.level
+        return 0.0 if missing <= 0 else missing / self.rate_per_s
+
+    def take(self, amount: float, now_s: float) -> None:
+        """Take ``amount`` (call ``wait_s`` first)."""
+        self._refill(now_s)
+        self.level -= amount
+
+
+class TenantState:
+    """One tenant's configuration and live counters."""
+
+    __slots__ = ("core", "digest", "limits", "name", "queued", "requests", "tokens")
+
+    def __init__(
+        self, name: str, core: Tenant, digest: bytes, limits: LimitsConfig, now_s: float
+    ) -> None:
+        self.name = name
+        self.core = core
+        self.digest = digest
+        self.limits = limits
+        self.queued = 0
+        self.requests = (
+            TokenBucket(limits.requests_per_min, now_s) if limits.requests_per_min else None
+        )
+        self.tokens = TokenBucket(limits.tokens_per_min, now_s) if limits.tokens_per_min else None
+
+
+def _retry_after(seconds: float) -> dict[str, str]:
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}
+
+
+class Tenants:
+    """All tenants: authentication and admission limits."""
+
+    def __init__(self, config: GatewayConfig, now_s: float) -> None:
+        core = config.core_tenants()
+        self.by_name: Mapping[str, TenantState] = {
+            name: TenantState(name, core[name], t.key_digest(), t.limits, now_s)
+            for name, t in config.tenants.items()
+        }
+        self._all = list(self.by_name.values())
+
+    def authenticate(self, authorization: str | None) -> TenantState:
+        """The tenant whose key is in ``Authorization: Bearer <key>``, or a 401."""
+        if not authorization:
+            raise APIError(401, "Missing API key: send 'Authorization: Bearer <key>'.",
+                           type="authentication_error", code="missing_api_key")  # fmt: skip
+        scheme, _, key = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise APIError(401, "Malformed Authorization header: expected 'Bearer <key>'.",
+                           type="authentication_error", code="invalid_api_key")  # fmt: skip
+        digest = hashlib.sha256(key.strip().encode()).digest()
+        found: TenantState | None = None
+        for tenant in self._all:  # no early exit: constant time in the matching position
+            if hmac.compare_digest(digest, tenant.digest):
+                found = tenant
+        if found is None:
+            raise APIError(401, "Incorrect API key provided.",
+                           type="authentication_error", code="invalid_api_key")  # fmt: skip
+        return found
+
+    @staticmethod
+    def admit(tenant: TenantState, prompt_tokens: int, max_tokens: int, now_s: float) -> None:
+        """Check the tenant's limits for one request and charge its buckets; 400/429 if over."""
+        limits = tenant.limits
+        if limits.max_prompt_tokens is not None and prompt_tokens > limits.max_prompt_tokens:
+            raise APIError(
+                400,
+                f"The prompt has about {prompt_tokens} tokens; tenant {tenant.name!r} allows at "
+                f"most {limits.max_prompt_tokens}.",
+                param="messages",
+                code="prompt_too_long",
+            )
+        if limits.max_queued is not None and tenant.queued >= limits.max_queued:
+            raise APIError(
+                429,
+                f"Too many queued requests for tenant {tenant.name!r} "
+                f"(max_queued={limits.max_queued}); retry later.",
+                type="rate_limit_error",
+                code="queue_full",
+                headers=_retry_after(1),
+            )
+        cost_tokens = prompt_tokens + max_tokens
+        if tenant.tokens is not None and cost_tokens > tenant.tokens.capacity:
+            raise APIError(
+                400,
+                f"The request needs {cost_tokens} tokens (prompt + max_tokens), more than "
+                f"tenant {tenant.name!r}'s tokens_per_min ({tenant.tokens.capacity:g}); lower "
+                "max_tokens.",
+                param="max_tokens",
+                code="request_too_large",
+            )
+        wait = 0.0
+        if tenant.requests is not None:
+            wait = tenant.requests.wait_s(1, now_s)
+        if tenant.tokens is not None:
+            wait = max(wait, tenant.tokens.wait_s(cost_tokens, now_s))
+        if wait > 0:
+            raise APIError(
+                429,
+                f"Rate limit reached for tenant {tenant.name!r}; retry in {math.ceil(wait)} s.",
+                type="rate_limit_error",
+                code="rate_limit_exceeded",
+                headers=_retry_after(wait),
+            )
+        if tenant.requests is not None:
+            tenant.requests.take(1, now_s)
+        if tenant.tokens is not None:
+            tenant.tokens.take(cost_tokens, now_s)
