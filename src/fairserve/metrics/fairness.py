@@ -6,8 +6,9 @@ Definitions (DESIGN.md, "Metrics"):
   tokens (VTC's weights, 1 and 2 by default), given at a constant rate between
   its first scheduling and its finish. A tenant's *weighted* service divides
   its service by the tenant's weight.
-- A tenant is **backlogged** in a time window when one of its requests is
-  waiting (arrived, not yet scheduled) at some point of the window.
+- A tenant is **backlogged** in a time window when it has a request waiting
+  (arrived, not yet scheduled) at both the start and the end of the window —
+  a stand-in for "continuously backlogged", the condition of VTC's bound.
 - **Jain's index**: for each window with at least two backlogged tenants,
   ``(sum x)^2 / (n * sum x^2)`` over their weighted service ``x`` in the
   window; the figure is the mean over such windows (1 is perfectly fair).
@@ -104,10 +105,11 @@ def fairness(
         cum = _cumulative_service(sched[mine], finish[mine], service[mine].astype(float), edges)
         served.append(np.diff(cum) / w)
         a_sorted, s_sorted = np.sort(arrival[mine]), np.sort(sched[mine])
-        # Waiting in [a, b): arrived before b, scheduled after a.
-        arrived = np.searchsorted(a_sorted, edges[1:], side="left")
-        left = np.searchsorted(s_sorted, edges[:-1], side="right")
-        backlogged.append(arrived - left > 0)
+        # Requests waiting at each edge: arrived by then, not yet scheduled.
+        waiting = np.searchsorted(a_sorted, edges, side="right") - np.searchsorted(
+            s_sorted, edges, side="right"
+        )
+        backlogged.append((waiting[:-1] > 0) & (waiting[1:] > 0))
     x = np.array(served)  # tenants x windows
     b = np.array(backlogged)
     return _figures(x, b, worst_wait)
