@@ -77,11 +77,14 @@ class LearnedModel:
     tenants: tuple[str, ...]
     models: tuple[str, ...]
     quantile: float | None
+    #: Feature columns the regressors see (columns empty in training are left out).
+    columns: tuple[int, ...] = ()
     metrics: dict[str, Any] = field(default_factory=dict)
 
     def features(self, reqs: Sequence[Request], embedder: TextEmbedder | None = None) -> F64:
         """The feature matrix of ``reqs`` (embeddings need ``embedder`` when ``text``)."""
-        return build_features(reqs, self.tenants, self.models, embedder if self.text else None)
+        x = build_features(reqs, self.tenants, self.models, embedder if self.text else None)
+        return x[:, list(self.columns)] if self.columns else x
 
     def predict_tokens(self, x: F64) -> tuple[F64, F64 | None]:
         """Mean (and quantile, if trained) output tokens for feature rows ``x``."""
@@ -189,13 +192,17 @@ def train(
     regressor_cls = _need_sklearn()
     tenants = tuple(sorted({r.tenant for r in reqs}))
     models = tuple(sorted({r.model for r in reqs if r.model is not None}))
-    x = build_features(reqs, tenants, models, embedder)
+    x_all = build_features(reqs, tenants, models, embedder)
+    # A column with no value at all (no request has max_tokens, say) carries no
+    # information, and the booster's binning rejects it.
+    columns = tuple(int(c) for c in np.flatnonzero(~np.all(np.isnan(x_all), axis=0)))
+    x = x_all[:, list(columns)]
     y = np.asarray([r.output_tokens for r in reqs], dtype=np.float64)
     rng = np.random.default_rng(seed)
     perm = rng.permutation(len(reqs))
     n_test = max(1, round(len(reqs) * test_fraction))
     test, fit = perm[:n_test], perm[n_test:]
-    categorical = [True] * _N_CATEGORICAL + [False] * (x.shape[1] - _N_CATEGORICAL)
+    categorical = [c < _N_CATEGORICAL for c in columns]
     common = dict(max_iter=max_iter, learning_rate=learning_rate, random_state=seed,
                   categorical_features=categorical, early_stopping=False)  # fmt: skip
     regressor = regressor_cls(loss="squared_error", **common)
@@ -205,9 +212,9 @@ def train(
         quantile_regressor = regressor_cls(loss="quantile", quantile=quantile, **common)
         quantile_regressor.fit(x[fit], y[fit])
     model = LearnedModel(regressor, quantile_regressor, target, embedder is not None, tenants,
-                         models, quantile)  # fmt: skip
+                         models, quantile, columns)  # fmt: skip
     pred, _ = model.predict_tokens(x[test])
-    baseline = _tenant_mean_baseline(x[fit, 0], y[fit], x[test, 0])
+    baseline = _tenant_mean_baseline(x_all[fit, 0], y[fit], x_all[test, 0])
     model.metrics = {
         "train_rows": int(fit.size),
         "test_rows": int(test.size),

