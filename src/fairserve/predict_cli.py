@@ -165,7 +165,7 @@ def _print_accuracy(report: dict[str, Any]) -> None:
             name,
             f"{acc['mae_tokens']:.1f}",
             f"{acc['rmse_tokens']:.1f}",
-            f"{acc['kendall_tau']:.3f}",
+            "-" if acc["kendall_tau"] is None else f"{acc['kendall_tau']:.3f}",
         )
     console.print(table)
     console.print(

@@ -57,9 +57,12 @@ class Accuracy:
     rmse_tokens: float
     kendall_tau: float
 
-    def as_dict(self) -> dict[str, float | int]:
-        """Plain dict for JSON output."""
-        return asdict(self)
+    def as_dict(self) -> dict[str, float | int | None]:
+        """Plain dict for JSON output (NaN, e.g. tau of a constant predictor, becomes None)."""
+        return {
+            k: None if isinstance(v, float) and math.isnan(v) else v
+            for k, v in asdict(self).items()
+        }
 
 
 def accuracy(predicted: npt.ArrayLike, actual: npt.ArrayLike) -> Accuracy:
