@@ -153,9 +153,12 @@ def test_disconnect_mid_stream_frees_capacity() -> None:
         with gateway_thread(config) as (server, state):
             body = {**GOOD, "max_tokens": 3000, "stream": True}  # ~5 s if left to finish
             headers = {"authorization": f"Bearer {KEY_A}"}
-            with httpx.Client(timeout=10) as client, client.stream(
-                "POST", server.url + "/v1/chat/completions", json=body, headers=headers
-            ) as response:
+            with (
+                httpx.Client(timeout=10) as client,
+                client.stream(
+                    "POST", server.url + "/v1/chat/completions", json=body, headers=headers
+                ) as response,
+            ):
                 lines = response.iter_lines()
                 assert next(lines).startswith("data: ")
                 assert state.backends[0].inflight == 1

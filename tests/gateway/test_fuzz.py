@@ -55,7 +55,9 @@ def _check(response: httpx.Response) -> None:
         assert set(err) == {"message", "type", "param", "code"}
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(body=_body, key=_key, path=st.sampled_from(["/v1/chat/completions", "/v1/completions"]),
        raw=st.one_of(st.none(), st.binary(max_size=30)))  # fmt: skip
 def test_fuzzed_bodies_never_500(gateway: tuple[str, Any], body: dict[str, Any], key: str | None,

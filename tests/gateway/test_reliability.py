@@ -52,8 +52,10 @@ def test_engine_killed_mid_run_loses_nothing_counts_nothing_twice() -> None:
                              for i in range(40)]  # fmt: skip
                     await asyncio.sleep(0.15)  # all sent, ~1/3 of their tokens streamed
                     e2.kill()
-                    more = [asyncio.create_task(_stream_one(client, server.url, 100 + i))
-                            for i in range(20)]  # fmt: skip  (sent after the kill)
+                    more = [
+                        asyncio.create_task(_stream_one(client, server.url, 100 + i))
+                        for i in range(20)
+                    ]  # fmt: skip  (sent after the kill)
                     return await asyncio.gather(*tasks, *more)
 
             results = asyncio.run(run())
@@ -100,12 +102,19 @@ def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
         gw = Proc(["serve", "--config", str(path), "--port", str(port)], port, "/healthz")
         gw.wait_ready()
         try:
-            body = {"model": MODEL, "messages": [{"role": "user", "content": "x"}],
-                    "max_tokens": 600, "stream": True}  # fmt: skip  (~1 s)
+            body = {
+                "model": MODEL,
+                "messages": [{"role": "user", "content": "x"}],
+                "max_tokens": 600,
+                "stream": True,
+            }  # fmt: skip  (~1 s)
             headers = {"authorization": f"Bearer {KEY_A}"}
-            with httpx.Client(timeout=20) as client, client.stream(
-                "POST", gw.url + "/v1/chat/completions", json=body, headers=headers
-            ) as response:
+            with (
+                httpx.Client(timeout=20) as client,
+                client.stream(
+                    "POST", gw.url + "/v1/chat/completions", json=body, headers=headers
+                ) as response,
+            ):
                 lines = response.iter_lines()
                 assert next(lines).startswith("data: ")
                 gw.proc.send_signal(signal.SIGTERM)
