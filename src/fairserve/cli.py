@@ -23,6 +23,7 @@ from fairserve.core.model import SLO
 from fairserve.core.policies import POLICIES
 from fairserve.core.predict import PREDICTORS
 from fairserve.core.route import ROUTERS
+from fairserve.predict_cli import predictor_app
 from fairserve.sim.cost import UnknownProfileError
 from fairserve.sim.run import InstanceSpec, SimConfig, SimResult, simulate
 from fairserve.workload import Workload
@@ -37,6 +38,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(trace_app, name="trace", help="Inspect traces and workload specs.")
+app.add_typer(predictor_app, name="predictor", help="Train and evaluate predictors.")
 
 
 def _run(workload: Workload, config: SimConfig, show_progress: bool) -> SimResult:

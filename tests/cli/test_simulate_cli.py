@@ -122,3 +122,30 @@ def test_calibrate_then_simulate_with_the_profile(tmp_path: Path) -> None:
     default = simulate_json("--requests", "50")
     # The measured steps are slower than the default roofline factors predict.
     assert slow["e2e_s"]["mean"] > default["e2e_s"]["mean"]
+
+
+def test_compare_runs_every_combination_on_the_same_workload() -> None:
+    proc = fairserve(
+        "compare", "--policies", "fifo,vtc", "--router", "round-robin,least-tokens",
+        "--predictor", "noisy-oracle:sigma=0.5", "--requests", "300", "--rate", "30",
+        "--instances", "2", "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    combos = {(r["policy"], r["router"]) for r in rows}
+    assert combos == {
+        ("fifo", "round-robin"), ("fifo", "least-tokens"),
+        ("vtc", "round-robin"), ("vtc", "least-tokens"),
+    }  # fmt: skip
+    for r in rows:
+        assert r["predictor"] == "noisy-oracle:sigma=0.5"
+        assert r["requests"] == r["completed"] == 300
+        assert set(r["fairness"]) == {"jain", "max_service_diff", "worst_wait_s"}
+        assert set(r["ttft_s"]) >= LATENCY_KEYS and "per_tenant" in r
+        assert r["predictor_error"]["mae"] > 0
+
+
+def test_compare_rejects_an_unknown_policy() -> None:
+    proc = fairserve("compare", "--policies", "fifo,nope", "--requests", "10")
+    assert proc.returncode != 0
+    assert "unknown policy 'nope'" in proc.stderr and "vtc" in proc.stderr

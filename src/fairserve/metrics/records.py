@@ -41,6 +41,24 @@ class RecordArrays:
     def __len__(self) -> int:
         return int(self.request_id.shape[0])
 
+    def select(self, mask: np.ndarray) -> RecordArrays:
+        """The records where ``mask`` (boolean, or indices) selects."""
+        return RecordArrays(
+            request_id=self.request_id[mask],
+            tenant=self.tenant[mask],
+            tenant_names=self.tenant_names,
+            instance=self.instance[mask],
+            outcome=self.outcome[mask],
+            arrival_s=self.arrival_s[mask],
+            first_scheduled_s=self.first_scheduled_s[mask],
+            first_token_s=self.first_token_s[mask],
+            finish_s=self.finish_s[mask],
+            prompt_tokens=self.prompt_tokens[mask],
+            output_tokens=self.output_tokens[mask],
+            cached_prompt_tokens=self.cached_prompt_tokens[mask],
+            preemptions=self.preemptions[mask],
+        )
+
     @property
     def completed(self) -> np.ndarray:
         """Boolean mask of completed requests."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from collections.abc import Callable
 
 from fairserve.core.model import Outcome, Request
 from fairserve.core.policies.base import Policy

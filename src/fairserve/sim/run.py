@@ -78,18 +78,16 @@ class SimConfig:
     def __post_init__(self) -> None:
         if not self.instances:
             raise ValueError("config: instances must not be empty")
-        for key, registry in (("policy", POLICIES), ("router", ROUTERS)):
-            name = getattr(self, key)
-            if name not in registry.names() and "." not in name and ":" not in name:
-                raise ValueError(
-                    f"config: unknown {key} {name!r}; known: {', '.join(registry.names())}"
-                )
-        if self.predictor is not None and self.predictor not in PREDICTORS.names():
-            if "." not in self.predictor and ":" not in self.predictor:
-                raise ValueError(
-                    f"config: unknown predictor {self.predictor!r}; "
-                    f"known: {', '.join(PREDICTORS.names())}"
-                )
+        named = [
+            ("policy", self.policy, POLICIES.names()),
+            ("router", self.router, ROUTERS.names()),
+        ]
+        if self.predictor is not None:
+            named.append(("predictor", self.predictor, PREDICTORS.names()))
+        for key, name, known in named:
+            # A dotted path names a third-party class; the registry imports it.
+            if name not in known and "." not in name and ":" not in name:
+                raise ValueError(f"config: unknown {key} {name!r}; known: {', '.join(known)}")
         if self.placement not in PLACEMENTS:
             raise ValueError(
                 f"config: placement must be one of {', '.join(PLACEMENTS)}, got {self.placement!r}"
@@ -151,9 +149,7 @@ def build_engines(
             else:
                 # FCFS engines (vLLM's default order and preemption choice) that
                 # charge the global policy for the service they give.
-                engines.append(
-                    Engine(index, cost, spec.engine, records, charge_to=global_policy)
-                )
+                engines.append(Engine(index, cost, spec.engine, records, charge_to=global_policy))
     return engines
 
 

@@ -326,6 +326,8 @@ class Workload:
             None if self.failed is None or not self.failed.any() else np.flatnonzero(~self.failed)
         )
         n = len(self) if keep is None else int(keep.size)
+        model_codes = self.model_codes if self.model_table else None
+        models = np.asarray(self.model_table, dtype=object)
         repeat = itertools.repeat
         next_id = start_id
         for start in range(0, n, _ITER_BATCH_ROWS):
@@ -349,6 +351,9 @@ class Workload:
                 if self.conversation_id is None
                 else self.conversation_id[rows].tolist(),
                 repeat(0) if self.turn is None else self.turn[rows].tolist(),
+                repeat(None),  # max_tokens: traces record what was produced, not the cap
+                repeat(None) if model_codes is None else models[model_codes[rows]].tolist(),
+                repeat(None) if self.text is None else self.text[rows].tolist(),
             )
             next_id += count
 

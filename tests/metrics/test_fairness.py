@@ -1,0 +1,68 @@
+"""Fairness figures on hand-built records."""
+
+from __future__ import annotations
+
+import pytest
+
+from fairserve.core.model import Outcome
+from fairserve.metrics.fairness import fairness
+from fairserve.metrics.records import RecordArrays, RequestRecords
+
+
+def build(rows: list[tuple[str, float, float, float, int, int]]) -> RecordArrays:
+    """Rows of (tenant, arrival, first scheduled, finish, prompt, output)."""
+    records = RequestRecords()
+    for i, (tenant, arrival, sched, finish, prompt, output) in enumerate(rows):
+        records.add(i, tenant, 0, Outcome.COMPLETED, arrival, sched, sched + 0.01, finish,
+                    prompt, output, 0, 0)  # fmt: skip
+    return records.to_numpy()
+
+
+def backlogged_pair(share_b: float) -> RecordArrays:
+    """Two tenants with requests queued from t=0, served one after another for 100 s.
+
+    Each request takes 1 s; tenant a gets 1 - share_b of the service.
+    """
+    rows = []
+    n_b = round(100 * share_b)
+    for k in range(100):
+        tenant = "b" if k % round(100 / max(n_b, 1)) == 0 and n_b else "a"
+        rows.append((tenant, 0.0, float(k), float(k + 1), 100, 50))
+    # Both keep a request waiting until the end.
+    rows.append(("a", 0.0, 100.0, 101.0, 100, 50))
+    rows.append(("b", 0.0, 100.0, 101.0, 100, 50))
+    return build(rows)
+
+
+def test_equal_service_is_fair() -> None:
+    fair = fairness(backlogged_pair(0.5), window_s=10.0)
+    assert fair.jain == pytest.approx(1.0, abs=1e-9)
+    assert fair.max_service_diff <= 200 + 1e-6  # one request of 100 + 2 x 50 at most
+    assert fair.worst_wait_s == pytest.approx(100.0)
+
+
+def test_skewed_service_lowers_jain_and_grows_the_difference() -> None:
+    fair = fairness(backlogged_pair(0.1), window_s=10.0)
+    # Per 10 s window: a gets 9 requests, b 1: Jain = (10)^2 / (2 * (81 + 1)).
+    assert fair.jain == pytest.approx(100 / 164, rel=1e-6)
+    # a is ahead by 8 requests of 200 service units a window, over the 9 windows
+    # in which both have a request waiting at both edges ([90, 100) ends as the
+    # last two waiting requests are scheduled at t=100).
+    assert fair.max_service_diff == pytest.approx(8 * 200 * 9, rel=1e-9)
+
+
+def test_weights_scale_the_service() -> None:
+    # a gets 2/3 of the service with weight 2: weighted service is equal.
+    rows = []
+    for k in range(99):
+        rows.append(("b" if k % 3 == 2 else "a", 0.0, float(k), float(k + 1), 100, 50))
+    rows += [("a", 0.0, 99.0, 100.0, 100, 50), ("b", 0.0, 99.0, 100.0, 100, 50)]
+    fair = fairness(build(rows), {"a": 2.0, "b": 1.0}, window_s=3.0)
+    assert fair.jain == pytest.approx(1.0, abs=1e-9)
+
+
+def test_no_completed_request_gives_nan() -> None:
+    import math
+
+    fair = fairness(RequestRecords().to_numpy())
+    assert math.isnan(fair.jain) and fair.to_dict()["jain"] is None
