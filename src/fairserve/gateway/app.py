@@ -27,7 +27,6 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request as HTTPRequest
 from starlette.responses import JSONResponse, Response
@@ -38,6 +37,8 @@ from fairserve.core.policies import POLICIES
 from fairserve.core.predict import PREDICTORS, Predictor
 from fairserve.core.route import ROUTERS
 from fairserve.gateway.asgi import DisconnectWatch, EventStream
+from fairserve.gateway.backends.http1 import Response as UpstreamResponse
+from fairserve.gateway.backends.http1 import TransportError
 from fairserve.gateway.backends.openai_http import HttpUpstream, UpstreamError
 from fairserve.gateway.config import GatewayConfig
 from fairserve.gateway.dispatch import BackendState, QueueTimeout, Scheduler, Ticket
@@ -242,7 +243,7 @@ class Gateway:
             body["priority"] = flight.req.priority
         return json.dumps(body).encode()
 
-    async def _acquire(self, flight: Flight) -> httpx.Response:
+    async def _acquire(self, flight: Flight) -> UpstreamResponse:
         """Wait for a backend and open the upstream stream; retry another backend on failure."""
         max_wait_s = flight.tenant.limits.max_queue_wait_s
         if flight.ticket is None:
@@ -330,7 +331,7 @@ class Gateway:
         if self.policy.charges:
             self.policy.on_served(flight.tenant.name, prefill, tokens, now)
 
-    async def _events(self, flight: Flight, response: httpx.Response) -> AsyncIterator[bytes]:
+    async def _events(self, flight: Flight, response: UpstreamResponse) -> AsyncIterator[bytes]:
         """Whole-event blocks of one upstream stream, accounted; raises if it breaks off."""
         buf = b""
         done = False
@@ -348,7 +349,7 @@ class Gateway:
                     self._account(flight, tokens)
                 if out:
                     yield out
-        except httpx.TransportError as exc:
+        except TransportError as exc:
             raise UpstreamError(
                 f"upstream stream broke: {exc}", retryable=flight.produced == 0
             ) from None
@@ -357,7 +358,7 @@ class Gateway:
         if not done:
             raise UpstreamError("upstream ended without [DONE]", retryable=flight.produced == 0)
 
-    async def _recover(self, flight: Flight, exc: UpstreamError) -> httpx.Response:
+    async def _recover(self, flight: Flight, exc: UpstreamError) -> UpstreamResponse:
         """After a break before any token: another backend, or an APIError."""
         backend = flight.backend
         if not exc.retryable or backend is None:
@@ -370,7 +371,7 @@ class Gateway:
         self.scheduler.resubmit(flight.ticket, backend, flight.tenant.limits.max_queue_wait_s)
         return await self._acquire(flight)
 
-    async def _relay(self, flight: Flight, response: httpx.Response) -> AsyncIterator[bytes]:
+    async def _relay(self, flight: Flight, response: UpstreamResponse) -> AsyncIterator[bytes]:
         """The client's SSE stream (upstream bytes forwarded as they come)."""
         for _attempt in range(len(self.backends) + 1):
             try:
@@ -385,7 +386,7 @@ class Gateway:
                     yield err.sse_event() + _DONE + b"\n\n"
                     return
 
-    async def _collect(self, flight: Flight, response: httpx.Response) -> dict[str, Any]:
+    async def _collect(self, flight: Flight, response: UpstreamResponse) -> dict[str, Any]:
         """Assemble one JSON answer from the upstream stream (for ``stream: false``)."""
         for _attempt in range(len(self.backends) + 1):
             pieces: list[str] = []

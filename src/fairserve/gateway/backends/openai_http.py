@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 import httpx
 
+from fairserve.gateway.backends.http1 import Http1Pool, Response, TransportError
 from fairserve.gateway.config import DispatchConfig
 from fairserve.gateway.dispatch import BackendState
 
@@ -76,11 +77,15 @@ class HttpUpstream:
             pool=config.connect_timeout_s,
         )
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=512)
+        # httpx for the pollers (a few requests a second); the lean pools for requests.
         self.client = httpx.AsyncClient(timeout=timeout, limits=limits)
+        self.pools = [
+            Http1Pool(b.url, config.connect_timeout_s, config.read_timeout_s) for b in self.backends
+        ]
         self._tasks: list[asyncio.Task[None]] = []
 
     # ----------------------------------------------------------- requests
-    async def open(self, backend: BackendState, path: str, body: bytes) -> httpx.Response:
+    async def open(self, backend: BackendState, path: str, body: bytes) -> Response:
         """Send a streaming request; the response's headers have arrived when this returns.
 
         Raises ``UpstreamError``: retryable for connection failures and 5xx
@@ -90,12 +95,9 @@ class HttpUpstream:
         headers = {"content-type": "application/json", "accept-encoding": "identity"}
         if backend.config.api_key:
             headers["authorization"] = "Bearer " + backend.config.api_key
-        request = self.client.build_request(
-            "POST", backend.url + path, content=body, headers=headers
-        )
         try:
-            response = await self.client.send(request, stream=True)
-        except httpx.TransportError as exc:
+            response = await self.pools[backend.index].post(path, body, headers)
+        except TransportError as exc:
             self.mark(backend, healthy=False)
             raise UpstreamError(
                 f"{backend.name}: {type(exc).__name__}: {exc}", retryable=True
@@ -103,7 +105,7 @@ class HttpUpstream:
         if response.status_code >= 400:
             try:
                 content = await response.aread()
-            except httpx.TransportError:
+            except TransportError:
                 content = b""
             finally:
                 await response.aclose()
@@ -145,6 +147,8 @@ class HttpUpstream:
                 await task
         self._tasks.clear()
         await self.client.aclose()
+        for pool in self.pools:
+            pool.close()
 
     async def check_health(self, backend: BackendState) -> bool:
         """One health check; updates the backend's state."""
