@@ -200,7 +200,7 @@ def start_gateway(upstream_port: int, tmp: Path) -> tuple[subprocess.Popen[bytes
                 "max_concurrency": 100000,
                 "metrics": "off",
             }
-        ],  # fmt: skip
+        ],
         "dispatch": {"health_path": "/health", "health_interval_s": 5},
         "server": {"port": port},
     }
@@ -295,7 +295,7 @@ def main() -> None:
                 result["litellm_error"] = str(exc)
         elif not args.no_litellm:
             result["litellm_error"] = "could not be installed"
-        for name, (port, prefix) in paths.items():  # warm-up
+        for port, prefix in paths.values():  # warm-up
             measure(port, prefix, 100, 1.0)
         for rate in (100, 500):
             runs = {name: measure(port, prefix, rate, args.duration_s)
