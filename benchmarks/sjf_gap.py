@@ -5,9 +5,13 @@ LLM conversation trace, Gamma arrivals (CV 2) at 95% of the saturated
 throughput of one Llama-3.1-8B/H100 engine with max_num_seqs 64, the policy
 ordering the engine's own queue. The trace is split in half at random: the
 learned predictor trains on one half (prompt-length features: the trace has no
-text), the workload samples the other. Prints mean E2E and the share of the
-gap closed for the real predictors and for the noisy oracle over a range of
-sigma; writes benchmarks/results/sjf_gap.json and docs/img/sjf_gap.png.
+text), the workload samples the other. oracle-srpt orders by true remaining
+work, prompt + output tokens; SJF runs twice: on the predicted output alone
+(``prompt_weight=0``) and on the predicted total work, prompt + predicted
+output (``prompt_weight=1``, the oracle's own size measure). Prints mean E2E and
+the share of the gap closed for the real predictors and for the noisy oracle
+over a range of sigma; writes benchmarks/results/sjf_gap.json and
+docs/img/sjf_gap.png.
 
     .venv/bin/python benchmarks/sjf_gap.py
 """
@@ -42,21 +46,12 @@ def main() -> None:
     gap = SjfGap(prompt[held], output[held])
     fifo, oracle = gap.mean_e2e_s("fifo"), gap.mean_e2e_s("oracle-srpt")
     print(f"mean E2E: fifo {fifo:.2f} s, oracle-srpt {oracle:.2f} s")
-    real = {
-        "history": gap.mean_e2e_s("sjf", "history"),
-        "driftsched": gap.mean_e2e_s("sjf", "driftsched"),
-        "learned (prompt features)": gap.mean_e2e_s("sjf", "learned", {"model": model}),
+    real_predictors = {
+        "history": ("history", {}),
+        "driftsched": ("driftsched", {}),
+        "learned (prompt features)": ("learned", {"model": model}),
     }
-    noisy = {s: gap.mean_e2e_s("sjf", "noisy-oracle", {"sigma": s, "seed": 0}) for s in SIGMAS}
-    closed_real = {k: gap_closed(fifo, oracle, v) for k, v in real.items()}
-    closed_noisy = {s: gap_closed(fifo, oracle, v) for s, v in noisy.items()}
-    for name, v in real.items():
-        print(f"sjf + {name:28} mean E2E {v:6.2f} s  gap closed {100 * closed_real[name]:6.1f}%")
-    for s, v in noisy.items():
-        print(
-            f"sjf + noisy-oracle sigma={s:<5} mean E2E {v:6.2f} s  gap closed {100 * closed_noisy[s]:6.1f}%"
-        )
-    report = {
+    report: dict[str, object] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "command": "python benchmarks/sjf_gap.py",
         "setup": {
@@ -66,41 +61,63 @@ def main() -> None:
             "max_num_seqs": gap.max_num_seqs,
         },
         "learned_holdout_metrics": model.metrics,
-        "mean_e2e_s": {
-            "fifo": fifo,
-            "oracle-srpt": oracle,
-            **real,
-            **{f"noisy-oracle sigma={s}": v for s, v in noisy.items()},
-        },
-        "gap_closed": {
-            **closed_real,
-            **{f"noisy-oracle sigma={s}": v for s, v in closed_noisy.items()},
-        },
+        "mean_e2e_s": {"fifo": fifo, "oracle-srpt": oracle},
+        "gap_closed": {},
     }
+    curves: dict[float, dict[float, float]] = {}
+    lines: dict[str, float] = {}
+    for weight in (0.0, 1.0):
+        size = "output" if weight == 0 else "prompt + output"
+        params = {"prompt_weight": weight}
+        print(f"\nSJF on predicted {size} (prompt_weight={weight:g})")
+        closed_noisy: dict[float, float] = {}
+        for name, (pred, pp) in real_predictors.items():
+            v = gap.mean_e2e_s("sjf", pred, pp, params)
+            c = gap_closed(fifo, oracle, v)
+            label = f"sjf[prompt_weight={weight:g}] + {name}"
+            report["mean_e2e_s"][label] = v  # type: ignore[index]
+            report["gap_closed"][label] = c  # type: ignore[index]
+            lines[f"{size}: {name}"] = c
+            print(f"  + {name:28} mean E2E {v:6.3f} s  gap closed {100 * c:6.1f}%")
+        for sigma in SIGMAS:
+            v = gap.mean_e2e_s("sjf", "noisy-oracle", {"sigma": sigma, "seed": 0}, params)
+            c = closed_noisy[sigma] = gap_closed(fifo, oracle, v)
+            label = f"sjf[prompt_weight={weight:g}] + noisy-oracle sigma={sigma}"
+            report["mean_e2e_s"][label] = v  # type: ignore[index]
+            report["gap_closed"][label] = c  # type: ignore[index]
+            print(
+                f"  + noisy-oracle sigma={sigma:<5}       mean E2E {v:6.3f} s  gap closed {100 * c:6.1f}%"
+            )
+        curves[weight] = closed_noisy
     (ROOT / "benchmarks" / "results" / "sjf_gap.json").write_text(
         json.dumps(report, indent=2) + "\n"
     )
-    plot(closed_noisy, closed_real, ROOT / "docs" / "img" / "sjf_gap.png")
+    plot(curves, lines, ROOT / "docs" / "img" / "sjf_gap.png")
     print("results written to benchmarks/results/sjf_gap.json and docs/img/sjf_gap.png")
 
 
-def plot(noisy: dict[float, float], real: dict[str, float], path: Path) -> None:
-    """Gap closed against the noisy oracle's sigma, real predictors as lines."""
+def plot(curves: dict[float, dict[float, float]], lines: dict[str, float], path: Path) -> None:
+    """Gap closed against the noisy oracle's sigma, for both SJF sizes; real predictors as marks."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    xs = sorted(noisy)
-    ax.plot(xs, [100 * noisy[s] for s in xs], marker="o", label="sjf + noisy oracle")
-    for (name, value), style in zip(real.items(), ("--", ":", "-."), strict=False):
-        ax.axhline(100 * value, linestyle=style, color="gray", label=f"sjf + {name}")
+    fig, ax = plt.subplots(figsize=(7.0, 4.4))
+    for weight, noisy in curves.items():
+        size = "output" if weight == 0 else "prompt + output"
+        xs = sorted(noisy)
+        ax.plot(xs, [100 * noisy[s] for s in xs], marker="o", label=f"sjf on {size}, noisy oracle")
+    styles = ("--", ":", "-.")
+    for i, (name, value) in enumerate(lines.items()):
+        color = "tab:blue" if name.startswith("output") else "tab:orange"
+        ax.axhline(100 * value, linestyle=styles[i % 3], color=color, linewidth=1,
+                   label=f"sjf on {name}")  # fmt: skip
     ax.axhline(60, color="red", linewidth=0.8, label="target: 60%")
-    ax.set_xlabel("noisy-oracle sigma (log-normal noise on the true length)")
-    ax.set_ylabel("FIFO -> oracle gap in mean E2E closed (%)")
+    ax.set_xlabel("noisy-oracle sigma (log-normal noise on the true output length)")
+    ax.set_ylabel("FIFO -> SRPT gap in mean E2E closed (%)")
     ax.set_title("SJF on Azure conversation lengths, 95% load")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -145,6 +145,13 @@ class SjfGap:
         )
         return Workload.from_arrays(arrivals, self.prompt_tokens[rows], self.output_tokens[rows])
 
+    def _capacity(self) -> float:
+        # Measured once per instance (a frozen dataclass: cache it beside it).
+        cached = _CAPACITY.get(id(self))
+        if cached is None or cached[0] is not self:
+            cached = _CAPACITY[id(self)] = (self, self.capacity_req_s())
+        return cached[1]
+
     def capacity_req_s(self) -> float:
         """Completed requests per second when all requests are there at t=0."""
         result = simulate(
@@ -153,21 +160,29 @@ class SjfGap:
         return float(result.records.completed.sum() / result.records.finish_s.max())
 
     def mean_e2e_s(
-        self, policy: str, predictor: str | None = None, params: dict[str, Any] | None = None
+        self,
+        policy: str,
+        predictor: str | None = None,
+        params: dict[str, Any] | None = None,
+        policy_params: dict[str, Any] | None = None,
     ) -> float:
         """Mean E2E of the workload under ``policy`` with ``predictor``."""
         import numpy as np
 
-        rate = self.load * self.capacity_req_s()
+        rate = self.load * self._capacity()
         config = SimConfig(
             instances=self._instances(),
             policy=policy,
             placement="engine",
             predictor=predictor,
             predictor_params=params or {},
+            policy_params=policy_params or {},
         )
         result = simulate(self._workload(rate, self.seed).requests(), config)
         return float(np.mean(result.records.e2e_s))
+
+
+_CAPACITY: dict[int, tuple[SjfGap, float]] = {}
 
 
 def gap_closed(fifo_s: float, oracle_s: float, candidate_s: float) -> float:
