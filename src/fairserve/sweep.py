@@ -587,7 +587,12 @@ def _pool_outcomes(cells: Sequence[Cell], workers: int) -> Generator[_Outcome, N
 def _ray_session(address: str | None, workers: int) -> Iterator[Any]:
     # No usage statistics sent anywhere; set before ray is imported.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    import ray
+    try:
+        import ray
+    except ImportError:
+        raise SweepError(
+            "Ray is not installed: pip install 'fairserve[sweep]', or run with --no-ray"
+        ) from None
 
     quiet: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
     if address is None:
