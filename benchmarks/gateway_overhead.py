@@ -13,7 +13,10 @@ venv by this script). Added latency = percentile(path) - percentile(direct).
 
 Max sustained rate: the highest offered rate (from a ladder) at which the
 path completes >= 99% of the requests within the run plus one second, with a
-p99 under 250 ms.
+p99 under 250 ms. Added latency is reported only where the path completed
+>= 99% of the requests at that rate (otherwise null: it did not sustain it).
+Paths are measured one at a time, each proxy restarted per measurement.
+The 5 requests/s run (``*_at_5_rps``) shows the added latency without load.
 
 Every process shares the machine's cores (client, upstream, proxy): the
 figures include that contention, as a real deployment on this box would.
@@ -43,7 +46,7 @@ HERE = Path(__file__).resolve().parent
 TOKENS = 100
 MODEL = "fake-model"
 KEY = "sk-bench"
-LADDER_RPS = (200, 400, 600, 800, 1000, 1300, 1600)
+LADDER_RPS = (10, 20, 50, 100, 200, 400, 600, 800, 1000, 1300, 1600)
 
 
 # ----------------------------------------------------------------- the fake upstream
@@ -168,8 +171,8 @@ async def run_rate(
         "sent": n,
         "completed": len(latencies) - errors,
         "errors": errors,
-        "p50_ms": float(np.percentile(lat, 50) * 1e3),
-        "p99_ms": float(np.percentile(lat, 99) * 1e3),
+        "p50_ms": None if not latencies else float(np.percentile(lat, 50) * 1e3),
+        "p99_ms": None if not latencies else float(np.percentile(lat, 99) * 1e3),
     }
 
 
@@ -181,7 +184,7 @@ def sustained(port: int, prefix: str, duration_s: float) -> float:
     best = 0.0
     for rate in LADDER_RPS:
         r = measure(port, prefix, rate, duration_s)
-        if r["completed"] < 0.99 * r["sent"] or not r["p99_ms"] < 250:
+        if r["completed"] < 0.99 * r["sent"] or r["p99_ms"] is None or not r["p99_ms"] < 250:
             break
         best = rate
     return best
@@ -241,7 +244,9 @@ def start_litellm(exe: Path, upstream_port: int, tmp: Path) -> tuple[subprocess.
     )
     path = tmp / "litellm.yaml"
     path.write_text(cfg)
-    env = dict(os.environ, LITELLM_LOG="ERROR", LITELLM_TELEMETRY="False")
+    # Local cost map: no fetch from the internet at start-up (the machine may have none).
+    env = dict(os.environ, LITELLM_LOG="ERROR", LITELLM_TELEMETRY="False",
+               LITELLM_LOCAL_MODEL_COST_MAP="True")  # fmt: skip
     proc = subprocess.Popen([str(exe), "--config", str(path), "--port", str(port),
                              "--host", "127.0.0.1", "--num_workers", "1"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)  # fmt: skip
@@ -269,7 +274,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="gw-overhead-"))
     up_port = free_port()
     upstream = subprocess.Popen([sys.executable, "-c", FAKE_SERVER, str(up_port), str(TOKENS)])
-    procs = [upstream]
+    procs: list[subprocess.Popen[bytes]] = [upstream]
     result: dict[str, Any] = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                    f"Python {platform.python_version()}",
@@ -279,37 +284,45 @@ def main() -> None:
     }  # fmt: skip
     try:
         wait_http(up_port, "/health")
-        gw, gw_port = start_gateway(up_port, tmp)
-        procs.append(gw)
-        paths: dict[str, tuple[int, str]] = {
-            "direct": (up_port, "/v1"),
-            "gateway": (gw_port, "/v1"),
-        }
         exe = None if args.no_litellm else install_litellm(args.litellm_venv)
-        if exe is not None:
-            try:
-                ll, ll_port = start_litellm(exe, up_port, tmp)
-                procs.append(ll)
-                paths["litellm"] = (ll_port, "/v1")
-            except RuntimeError as exc:
-                result["litellm_error"] = str(exc)
-        elif not args.no_litellm:
+        names = ["direct", "gateway"] + (["litellm"] if exe is not None else [])
+        if exe is None and not args.no_litellm:
             result["litellm_error"] = "could not be installed"
-        for port, prefix in paths.values():  # warm-up
-            measure(port, prefix, 100, 1.0)
-        for rate in (100, 500):
-            runs = {name: measure(port, prefix, rate, args.duration_s)
-                    for name, (port, prefix) in paths.items()}  # fmt: skip
-            result[f"at_{rate}_rps"] = runs
-            for name in paths:
-                if name == "direct":
-                    continue
+        runs: dict[str, dict[str, Any]] = {}
+        for name in names:
+            # One path at a time, its proxy restarted for each measurement, so that
+            # neither another proxy nor a backlog left by a failed rate takes CPU.
+            runs[name] = {}
+            for rate in (5, 100, 500, None):
+                proc: subprocess.Popen[bytes] | None = None
+                try:
+                    if name == "gateway":
+                        proc, port = start_gateway(up_port, tmp)
+                    elif name == "litellm":
+                        assert exe is not None
+                        proc, port = start_litellm(exe, up_port, tmp)
+                    else:
+                        port = up_port
+                    measure(port, "/v1", 50, 2.0)  # warm-up
+                    if rate is None:
+                        result[f"{name}_max_rps"] = sustained(port, "/v1", args.duration_s)
+                    else:
+                        runs[name][f"at_{rate}_rps"] = measure(port, "/v1", rate, args.duration_s)
+                except RuntimeError as exc:
+                    result[f"{name}_error"] = str(exc)
+                finally:
+                    if proc is not None:
+                        stop(proc)
+                time.sleep(1.0)
+        result["runs"] = runs
+        for name in names[1:]:
+            for rate in (5, 100, 500):
+                here = runs[name].get(f"at_{rate}_rps")
+                base = runs["direct"][f"at_{rate}_rps"]
                 for q in ("p50", "p99"):
-                    added = runs[name][f"{q}_ms"] - runs["direct"][f"{q}_ms"]
                     key = f"{name}_{q}_added_ms" + ("" if rate == 500 else f"_at_{rate}_rps")
-                    result[key] = round(added, 3)
-        for name, (port, prefix) in paths.items():
-            result[f"{name}_max_rps"] = sustained(port, prefix, args.duration_s)
+                    ok = here is not None and here["completed"] >= 0.99 * here["sent"]
+                    result[key] = round(here[f"{q}_ms"] - base[f"{q}_ms"], 3) if ok else None
         for key in ("litellm_p50_added_ms", "litellm_p99_added_ms", "litellm_max_rps"):
             result.setdefault(key, None)
     finally:

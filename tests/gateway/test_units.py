@@ -1,0 +1,172 @@
+"""Unit tests of the gateway's pieces, from small hand-built inputs."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from fairserve.core.model import Request
+from fairserve.core.policies import POLICIES
+from fairserve.core.route import ROUTERS
+from fairserve.gateway.backends.openai_http import parse_engine_metrics
+from fairserve.gateway.bench import BenchError, check_url, synthetic_prompt
+from fairserve.gateway.config import ConfigError, parse_config
+from fairserve.gateway.dispatch import BackendState, QueueTimeout, Scheduler, TicketState
+from fairserve.gateway.errors import APIError
+from fairserve.gateway.protocol import Endpoint, estimate_tokens, parse_request
+from fairserve.gateway.tenants import Tenants, TokenBucket
+from fairserve.gateway_cli import register
+from fairserve.metrics.records import RequestRecords
+from fairserve.sim.config import EngineConfig
+from fairserve.sim.cost import cost_model
+from fairserve.sim.reference import ReferenceEngine
+from tests.gateway.helpers import KEY_A, KEY_B, gateway_config
+
+
+def test_prompt_estimate_and_parse() -> None:
+    assert estimate_tokens("abcd" * 10) == 10 and estimate_tokens("abcde") == 2
+    assert estimate_tokens(synthetic_prompt(37, 1)) == 37
+    p = parse_request(Endpoint.COMPLETIONS, b'{"model": "m", "prompt": [1, 2, 3], "max_tokens": 5}')
+    assert (p.prompt_tokens, p.max_tokens, p.stream) == (3, 5, False)
+    chat = {"model": "m", "messages": [{"role": "user", "content": "abcdabcd"}],
+            "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
+    p = parse_request(Endpoint.CHAT, json.dumps(chat).encode())
+    assert p.prompt_tokens == 2 + 3 + 3 and p.include_usage and p.text == "abcdabcd"
+    with pytest.raises(APIError) as exc:
+        parse_request(Endpoint.CHAT, b'{"model": "m", "messages": [{"role": "x"}]}')
+    assert exc.value.status == 400 and exc.value.param == "messages"
+    with pytest.raises(APIError):
+        parse_request(Endpoint.CHAT, b'{"model": "m", "messages": [], "max_tokens": true}')
+
+
+def test_auth_is_by_hash_and_limits_charge_buckets() -> None:
+    cfg = gateway_config(["http://127.0.0.1:1"], tenants={
+        "a": {"api_key": KEY_A, "limits": {"requests_per_min": 60, "max_prompt_tokens": 10}},
+        "b": {"api_key_sha256": hashlib.sha256(KEY_B.encode()).hexdigest()},
+    })  # fmt: skip
+    assert "sk-" not in repr(cfg)
+    tenants = Tenants(cfg, 0.0)
+    assert tenants.authenticate(f"Bearer {KEY_B}").name == "b"
+    assert tenants.authenticate(f"bearer {KEY_A}").name == "a"
+    for header in (None, "", "Bearer", "Basic x", "Bearer sk-other"):
+        with pytest.raises(APIError) as exc:
+            tenants.authenticate(header)
+        assert exc.value.status == 401
+    a = tenants.by_name["a"]
+    with pytest.raises(APIError) as exc:
+        tenants.admit(a, 11, 5, 0.0)
+    assert exc.value.code == "prompt_too_long"
+    for _ in range(60):
+        tenants.admit(a, 5, 5, 0.0)
+    with pytest.raises(APIError) as exc:
+        tenants.admit(a, 5, 5, 0.0)
+    assert exc.value.status == 429 and exc.value.headers["Retry-After"] == "1"
+    tenants.admit(a, 5, 5, 1.0)  # one request a second comes back
+
+
+def test_token_bucket_refills_to_capacity() -> None:
+    bucket = TokenBucket(120, 0.0)
+    bucket.take(120, 0.0)
+    assert bucket.wait_s(2, 0.0) == pytest.approx(1.0)
+    assert bucket.wait_s(2, 1.0) == 0.0
+    assert bucket.wait_s(1000, 1000.0) > 0  # never above one minute's worth
+
+
+def test_config_errors_name_the_key() -> None:
+    base = gateway_config(["http://127.0.0.1:1"]).model_dump(exclude_none=True)
+    bad = {**base, "tenants": {"a": {"api_key": "k", "limits": {"requests_per_min": 0}}}}
+    with pytest.raises(ConfigError, match=r"tenants\.a\.limits\.requests_per_min"):
+        parse_config(bad)
+    with pytest.raises(ConfigError, match=r"backends\.0\.url"):
+        parse_config({**base, "backends": [{"url": "ftp://x"}]})
+    with pytest.raises(ConfigError, match="share an API key"):
+        parse_config({**base, "tenants": {"a": {"api_key": "k"}, "b": {"api_key": "k"}}})
+    with pytest.raises(ConfigError, match="exactly one of api_key"):
+        parse_config({**base, "tenants": {"a": {"weight": 2}}})
+
+
+def test_engine_metrics_parsing() -> None:
+    vllm = ('# HELP x\nvllm:num_requests_running{model_name="m",engine="0"} 3.0\n'
+            'vllm:num_requests_running{model_name="m",engine="1"} 2.0\n'
+            'vllm:num_requests_waiting{model_name="m"} 7.0\n')  # fmt: skip
+    assert parse_engine_metrics(vllm) == (5, 7)
+    assert parse_engine_metrics("sglang:num_running_reqs 4\nsglang:num_queue_reqs 1\n") == (4, 1)
+    assert parse_engine_metrics("up 1\n") is None
+    assert parse_engine_metrics(vllm, "sglang") is None
+
+
+def _scheduler(concurrency: int) -> tuple[Scheduler, list[BackendState], Tenants]:
+    cfg = gateway_config(["http://127.0.0.1:1", "http://127.0.0.1:2"], backends=[
+        {"url": "http://127.0.0.1:1", "max_concurrency": concurrency, "metrics": "off"},
+        {"url": "http://127.0.0.1:2", "max_concurrency": concurrency, "metrics": "off"},
+    ])  # fmt: skip
+    backends = [BackendState(i, b) for i, b in enumerate(cfg.backends)]
+    sched = Scheduler(
+        POLICIES.create("fifo"), ROUTERS.create("least-tokens"), backends, lambda: 0.0
+    )
+    return sched, backends, Tenants(cfg, 0.0)
+
+
+def test_scheduler_respects_capacity_order_and_expiry() -> None:
+    async def run() -> None:
+        sched, backends, tenants = _scheduler(1)
+        a = tenants.by_name["a"]
+        tickets = [sched.submit(Request(i, 0.0, 10, 10, tenant="a"), a, 0.05) for i in range(4)]
+        assert [t.state for t in tickets] == [TicketState.ASSIGNED] * 2 + [TicketState.QUEUED] * 2
+        assert {t.future.result().index for t in tickets[:2]} == {0, 1}
+        assert a.queued == 2 and sched.queued == 2
+        sched.release(tickets[0].future.result(), tickets[0])  # capacity frees: FIFO head goes
+        assert tickets[2].state is TicketState.ASSIGNED and tickets[3].state is TicketState.QUEUED
+        await asyncio.sleep(0.1)  # the last one waits past max_wait
+        assert isinstance(tickets[3].future.exception(), QueueTimeout)
+        assert a.queued == 0 and sched.queued == 0 and len(sched.policy) == 0
+        backends[0].healthy = backends[1].healthy = False
+        sched.release(tickets[1].future.result(), tickets[1])
+        late = sched.submit(Request(9, 0.0, 10, 10, tenant="a"), a, 10)
+        assert late.state is TicketState.QUEUED  # no healthy backend
+        sched.withdraw(late)
+        assert late.state is TicketState.DROPPED and len(sched.policy) == 0 and a.queued == 0
+
+    asyncio.run(run())
+
+
+def test_reference_engine_cancel_frees_blocks() -> None:
+    cost = cost_model("H100-80GB", "Qwen2.5-1.5B")
+    engine = ReferenceEngine(
+        0, cost, EngineConfig(max_num_seqs=2, num_gpu_blocks=40), RequestRecords()
+    )
+    reqs = [Request(i, 0.0, 100, 50) for i in range(4)]
+    for req in reqs:
+        engine.add(req, 0.0)
+    for _ in range(5):
+        engine.advance()
+    assert engine.num_running == 2 and engine.pool.free_blocks < 40
+    for req in reqs:
+        assert engine.cancel(req, engine.now)
+    assert not engine.cancel(reqs[0], engine.now)
+    assert engine.pool.free_blocks == 40 and engine.outstanding_tokens == 0
+    engine.advance()
+    assert engine.wake_s is None and len(engine.records) == 4
+
+
+def test_bench_url_must_be_loopback() -> None:
+    assert check_url("http://127.0.0.1:8000/", False) == "http://127.0.0.1:8000"
+    with pytest.raises(BenchError, match="allow-remote"):
+        check_url("http://example.com", False)
+    assert check_url("http://example.com", True) == "http://example.com"
+
+
+def test_cli_registers_commands_and_fails_clearly() -> None:
+    app = typer.Typer()
+    register(app)
+    runner = CliRunner()
+    assert runner.invoke(app, ["engine", "--help"]).exit_code == 0
+    result = runner.invoke(app, ["engine", "--model", "GPT-9"])
+    assert result.exit_code == 2 and "GPT-9" in result.output
+    result = runner.invoke(app, ["bench", "--url", "http://127.0.0.1:1"])
+    assert result.exit_code == 2 and "--trace or --workload" in result.output
