@@ -53,6 +53,8 @@ _OPTIONS: list[tuple[str, Any, Any, Any]] = [
     ("prefix_caching", bool, Opt(help="Prefix caching."), True),
     ("placement", str, Opt(help="Where the policy runs: gateway (global queue) or engine."), "gateway"),
     ("max_engine_waiting", int, Opt(help="Requests queued per engine at most (gateway placement)."), 8),
+    ("admission_model", Path | None, Opt(help="Latency model (`fairserve predictor latency --out`): refuse requests predicted to miss their TTFT SLO."), None),
+    ("admission_slack", float, Opt(help="Refuse when the predicted TTFT exceeds slack x the SLO."), 1.0),
     ("reference", bool, Opt(help="Use the slow per-step reference engine."), False),
     ("seed", int, Opt(help="Seed of the synthetic workload and random routers."), 0),
     ("as_json", bool, Opt("--json", help="Print JSON."), False),
@@ -169,6 +171,8 @@ def build_config(
             policy_params=policy_params or {},
             router_params=router_params,
             predictor_params=predictor_params or {},
+            admission_model=opts["admission_model"],
+            admission_slack=opts["admission_slack"],
             reference=opts["reference"],
         )
     except (ValueError, UnknownProfileError) as exc:

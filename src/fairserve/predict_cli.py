@@ -307,6 +307,9 @@ def latency_command(
     gpu: Annotated[str, typer.Option("--gpu")] = "H100-80GB",
     model: Annotated[str, typer.Option("--model")] = "Llama-3.1-8B",
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the fitted model (JSON) here.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Fit the TTFT/E2E latency predictor on simulator telemetry; print its held-out error."""
@@ -319,6 +322,8 @@ def latency_command(
     except ValueError as exc:
         raise _fail(str(exc)) from None
     fitted, report = fit_and_score(states, ttft, e2e, budget, seed=seed)
+    if out is not None:
+        fitted.save(out)
     result = {"gpu": gpu, "model": model, **report.as_dict(), "coefficients": fitted.as_dict()}
     if as_json:
         typer.echo(json.dumps(result))

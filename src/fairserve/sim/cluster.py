@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from fairserve.core.model import Request
+from fairserve.core.model import Outcome, Request
 from fairserve.core.policies.base import Policy
 from fairserve.core.predict.base import Predictor
-from fairserve.core.route.base import Router
+from fairserve.core.route.base import InstanceView, Router
+from fairserve.core.route.latency import SloAdmission
+from fairserve.metrics.records import RequestRecords
 
 
-class Instance(Protocol):
+class Instance(InstanceView, Protocol):
     """What the cluster and the event loop need of an engine."""
 
     index: int
@@ -63,6 +65,8 @@ class Cluster:
         queue: Policy,
         max_engine_waiting: int = 8,
         predictor: Predictor | None = None,
+        admission: SloAdmission | None = None,
+        records: RequestRecords | None = None,
     ) -> None:
         if not instances:
             raise ValueError("a cluster needs at least one instance")
@@ -74,6 +78,9 @@ class Cluster:
         self.max_engine_waiting = max_engine_waiting
         self.touched: list[Instance] = []  # instances whose wake may have changed
         self.predictor = predictor
+        self.admission = admission
+        self.records = records
+        self.queued_prompt_tokens = 0  # prompts waiting in the global queue
         # (predicted, actual) output tokens of completed requests, for predictor error.
         self.predicted_tokens: list[int] = []
         self.actual_tokens: list[int] = []
@@ -84,8 +91,23 @@ class Cluster:
         """A request arrives at the cluster."""
         if self.predictor is not None:
             req.predicted_output_tokens = round(self.predictor.predict(req).mean_tokens)
+        if self.admission is not None:
+            reason = self.admission.reason(req, self.instances, self.queued_prompt_tokens)
+            if reason is not None:
+                self._reject(req, now, reason)
+                return
+        self.queued_prompt_tokens += req.prompt_tokens
         self.queue.push(req, now)
         self.dispatch(now)
+
+    def _reject(self, req: Request, now: float, reason: str) -> None:
+        if self.records is not None:
+            nan = float("nan")
+            self.records.add(
+                req.id, req.tenant, -1, Outcome.FAILED, req.arrival_s, nan, nan, now,
+                req.prompt_tokens, 0, 0, 0, reason,
+            )  # fmt: skip
+        self.queue.on_finish(req, 0, now)
 
     def _finished(self, req: Request, output_tokens: int, now: float) -> None:
         self.queue.on_finish(req, output_tokens, now)
@@ -108,6 +130,7 @@ class Cluster:
                 return
             req = queue.pop(now)
             assert req is not None
+            self.queued_prompt_tokens -= req.prompt_tokens
             pos = self.router.choose(req, candidates, now) if len(candidates) > 1 else 0
             inst = candidates[pos]
             inst.add(req, now)

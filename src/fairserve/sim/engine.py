@@ -221,6 +221,7 @@ class Engine:
         # prompt + predicted output, of the requests assigned and not finished.
         self.outstanding_tokens = 0
         self.predicted_tokens = 0
+        self.waiting_prefill_tokens = 0  # tokens to prefill of the queued requests
         self.steps = 0
         self.preemptions = 0
         self.prefill_tokens = 0
@@ -246,6 +247,21 @@ class Engine:
         """Requests holding KV blocks and scheduled each step."""
         return len(self.running)
 
+    @property
+    def num_decodes(self) -> int:
+        """Running requests past their prefill."""
+        return self.dec_count
+
+    @property
+    def decode_context_tokens(self) -> int:
+        """KV tokens the decoding requests read per step (as of the last step boundary)."""
+        return self.dec_kv_base + self.dec_count * self.g if self.dec_count else 0
+
+    @property
+    def queued_prefill_tokens(self) -> int:
+        """Prefill tokens still to compute: queued requests and unfinished prefills."""
+        return self.waiting_prefill_tokens + sum(s.todo - s.computed for s in self.prefilling)
+
     def add(self, req: Request, now: float) -> None:
         """A request reaches this engine at ``now``."""
         reason = unfit_reason(req, self.max_model_len, self.bs, self.pool.total_blocks,
@@ -258,6 +274,7 @@ class Engine:
             self._queue.append(seq, now)
         else:
             self._queue.append(seq)
+        self.waiting_prefill_tokens += req.prompt_tokens
         self.outstanding_tokens += req.prompt_tokens + (req.max_tokens or 0)
         self.predicted_tokens += req.prompt_tokens + (req.predicted_output_tokens or 0)
         if self.wake_s is None:
@@ -403,6 +420,7 @@ class Engine:
                 preempted.popleft()
             else:
                 queue.popleft()
+            self.waiting_prefill_tokens -= seq.todo
             if hits:
                 pool.acquire(hits)
                 seq.entries = hits
@@ -693,6 +711,7 @@ class Engine:
         seq.state = WAITING
         seq.computed = 0
         seq.todo = seq.prompt + seq.out
+        self.waiting_prefill_tokens += seq.todo
         seq.preemptions += 1
         self.preemptions += 1
         self.preempted.appendleft(seq)

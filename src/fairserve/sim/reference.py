@@ -107,6 +107,35 @@ class ReferenceEngine:
         """Requests in the batch."""
         return len(self.running)
 
+    @property
+    def num_decodes(self) -> int:
+        """Running requests past their prefill."""
+        return sum(1 for s in self.running if s.out > 0 and s.computed == s.num_tokens - 1)
+
+    @property
+    def decode_context_tokens(self) -> int:
+        """KV tokens the decoding requests read per step."""
+        return sum(
+            s.computed + 1 for s in self.running if s.out > 0 and s.computed == s.num_tokens - 1
+        )
+
+    @property
+    def queued_prefill_tokens(self) -> int:
+        """Prefill tokens still to compute: queued requests and unfinished prefills."""
+        queued = sum(s.num_tokens for s in self.preempted)
+        queued += sum(self.seqs[id(r)].num_tokens for r in self.queue_requests())
+        running = sum(
+            s.num_tokens - s.computed
+            for s in self.running
+            if s.computed < s.num_tokens - 1 or s.out == 0
+        )
+        return queued + running
+
+    def queue_requests(self) -> list[Request]:
+        """Requests in the engine's own queue (FIFO order when the queue is FCFS)."""
+        queue = getattr(self.queue, "_queue", None)
+        return list(queue) if queue is not None else []
+
     def add(self, req: Request, now: float) -> None:
         """A request reaches the engine."""
         reason = unfit_reason(req, self.max_model_len, self.bs, self.pool.total_blocks,

@@ -13,7 +13,9 @@ import numpy as np
 from fairserve.core.model import SLO, Request, Tenant
 from fairserve.core.policies import POLICIES, Policy
 from fairserve.core.predict import PREDICTORS
+from fairserve.core.predict.latency import LatencyModel
 from fairserve.core.route import ROUTERS
+from fairserve.core.route.latency import SloAdmission
 from fairserve.metrics.records import RecordArrays, RequestRecords
 from fairserve.metrics.summary import EngineStats, Summary, summarize
 from fairserve.sim import loop
@@ -73,6 +75,10 @@ class SimConfig:
     policy_params: Mapping[str, Any] = field(default_factory=dict)
     router_params: Mapping[str, Any] = field(default_factory=dict)
     predictor_params: Mapping[str, Any] = field(default_factory=dict)
+    # SLO-aware admission: refuse requests predicted to miss their TTFT objective
+    # (a latency model written by `fairserve predictor latency --out PATH`).
+    admission_model: Path | None = None
+    admission_slack: float = 1.0
     reference: bool = False  # the slow per-step engine (tests, validation)
 
     def __post_init__(self) -> None:
@@ -172,12 +178,19 @@ def simulate(
         if config.predictor is not None
         else None
     )
+    admission = None
+    if config.admission_model is not None:
+        slos = {t.name: t.slo for t in config.tenants}
+        model = LatencyModel.load(config.admission_model)
+        admission = SloAdmission(model, slos, config.admission_slack)
     cluster = Cluster(
         engines,
         ROUTERS.create(config.router, **config.router_params),
         queue,
         cap,
         predictor=predictor,
+        admission=admission,
+        records=records,
     )
     start = time.perf_counter()
     stats = loop.run(requests, cluster, progress)

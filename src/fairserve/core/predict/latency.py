@@ -23,9 +23,12 @@ from simulator telemetry (``fairserve predictor latency``).
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -103,6 +106,34 @@ class LatencyModel:
         ttft = x_ttft @ np.asarray(self.ttft_coef)
         e2e = np.maximum(x_e2e @ np.asarray(self.e2e_coef), ttft)
         return ttft, e2e
+
+    def predict_view(
+        self, num_decodes: int, decode_context_tokens: int, queued_prefill_tokens: int,
+        prompt_tokens: int, predicted_output_tokens: int,
+    ) -> tuple[float, float]:  # fmt: skip
+        """``(ttft_s, e2e_s)`` from an instance's load figures and the request's size."""
+        state = BatchState(num_decodes, decode_context_tokens, queued_prefill_tokens,
+                           prompt_tokens, max(1, predicted_output_tokens))  # fmt: skip
+        return self.predict(state)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LatencyModel:
+        """Inverse of :meth:`as_dict` (a saved model); errors name the missing key."""
+        try:
+            ttft = tuple(float(data["ttft"][t]) for t in TTFT_TERMS)
+            e2e = tuple(float(data["e2e"][t]) for t in E2E_TERMS)
+            return cls(ttft, e2e, int(data["token_budget"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"latency model: missing or bad key {exc}") from exc
+
+    @classmethod
+    def load(cls, path: str | Path) -> LatencyModel:
+        """A model saved as JSON by ``fairserve predictor latency --out``."""
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def save(self, path: str | Path) -> None:
+        """Write the coefficients as JSON."""
+        Path(path).write_text(json.dumps(self.as_dict(), indent=2) + "\n")
 
     def as_dict(self) -> dict[str, object]:
         """Coefficients by term name (for JSON and docs)."""

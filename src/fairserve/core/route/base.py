@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from fairserve.core.model import Request
 from fairserve.core.registry import Registry
@@ -31,6 +31,23 @@ class InstanceView(Protocol):
     @property
     def predicted_tokens(self) -> int:
         """Prompt plus predicted output tokens of the requests assigned and not finished."""
+
+
+@runtime_checkable
+class BatchView(Protocol):
+    """An instance that also exposes its batch composition (the simulator's engines do)."""
+
+    @property
+    def num_decodes(self) -> int:
+        """Requests in the batch past their prefill."""
+
+    @property
+    def decode_context_tokens(self) -> int:
+        """KV tokens the decoding requests read per step."""
+
+    @property
+    def queued_prefill_tokens(self) -> int:
+        """Prefill tokens still to compute at the instance (queued and in progress)."""
 
 
 class Router(Protocol):
