@@ -25,10 +25,9 @@ from fairserve.core.predict import PREDICTORS
 from fairserve.core.route import ROUTERS
 from fairserve.predict_cli import predictor_app
 from fairserve.sim.cost import UnknownProfileError
-from fairserve.sim.run import InstanceSpec, SimConfig, SimResult, simulate
+from fairserve.sim.run import SimConfig, SimResult, simulate
 from fairserve.workload import Workload
 from fairserve.workload.cli import trace_app
-from fairserve.workload.generate import TenantMix, synthetic
 
 app = typer.Typer(
     name="fairserve",
@@ -186,27 +185,26 @@ def calibrate_cmd(
 
 @app.command("demo")
 def demo_cmd(
-    as_json: Annotated[bool, Opt("--json", help="Print one JSON object.")] = False,
+    out: Annotated[
+        Path | None, Opt(help="Folder for the run and its report (DIR/report.html).")
+    ] = None,
+    as_json: Annotated[bool, Opt("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
-    """A built-in multi-tenant scenario on a small simulated cluster."""
-    tenants = [
-        TenantMix(name="chat", share=0.5, slo=SLO("interactive", ttft_s=1.0, tpot_s=0.1)),
-        TenantMix(name="code", share=0.2, slo=SLO("interactive", ttft_s=1.0, tpot_s=0.1)),
-        TenantMix(name="batch", share=0.3, slo=SLO("batch", e2e_s=600.0)),
-    ]
-    wl = synthetic(
-        20_000,
-        rate_per_s=40.0,
-        arrival="gamma",
-        cv=2.0,
-        prompt_mean_tokens=1000,
-        output_mean_tokens=250,
-        tenants=tenants,
-        seed=0,
+    """Three tenants on two simulated H100s: every policy side by side."""
+    from fairserve import demo
+    from fairserve.compare import compare_rows, print_comparison
+
+    wl = demo.workload()
+    rows = compare_rows(wl, demo.configs(wl), progress=not as_json)
+    if as_json:
+        sys.stdout.write(json.dumps(rows, allow_nan=False) + "\n")
+        return
+    console = Console()
+    console.rule(
+        f"fairserve demo: chat, code and a flooding batch tenant; {len(wl):,} requests "
+        f"over {demo.DURATION_S:g} s on 2 x H100-80GB (Llama-3.1-8B)"
     )
-    config = SimConfig(instances=(InstanceSpec(count=2),), router="least-tokens")
-    result = _run(wl, config, show_progress=not as_json)
-    _print_result(result, wl, as_json, "demo: 3 tenants on 2 x H100-80GB, Llama-3.1-8B, fifo")
+    print_comparison(rows, console)
 
 
 def main() -> None:

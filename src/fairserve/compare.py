@@ -61,21 +61,29 @@ def _s(value: float | None) -> str:
     return "-" if value is None else f"{value:,.2f}"
 
 
+def _label_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The configuration columns worth showing: those that differ between rows."""
+    keys = [k for k in ("policy", "predictor", "router") if len({str(r[k]) for r in rows}) > 1]
+    return keys or ["policy"]
+
+
 def print_comparison(rows: Sequence[dict[str, Any]], console: Console) -> None:
     """The overall table, then one row per configuration and tenant."""
+    labels = _label_columns(rows)
+    shared = [f"{k}={rows[0][k]}" for k in ("policy", "predictor", "router") if k not in labels]
+    if shared and rows:
+        console.print("all rows: " + ", ".join(shared))
     overall = Table(title="Overall")
-    for col in (
-        "policy", "predictor", "router", "TTFT p50 ms", "TTFT p99 ms", "E2E p50 s", "E2E p99 s",
-        "goodput %", "Jain", "max svc diff", "worst wait s", "pred. MAE",
-    ):  # fmt: skip
-        overall.add_column(
-            col, justify="left" if col in ("policy", "predictor", "router") else "right"
-        )
+    for col in labels:
+        overall.add_column(col)
+    for col in ("TTFT p50 ms", "TTFT p99 ms", "E2E p50 s", "E2E p99 s", "goodput %", "Jain",
+                "max svc diff", "worst wait s", "pred. MAE"):  # fmt: skip
+        overall.add_column(col, justify="right")
     for r in rows:
         fair, err = r["fairness"], r["predictor_error"]
         good = r["goodput"]["fraction"]
         overall.add_row(
-            r["policy"], r["predictor"] or "-", r["router"],
+            *(str(r[k] or "-") for k in labels),
             _ms(r["ttft_s"]["p50"]), _ms(r["ttft_s"]["p99"]),
             _s(r["e2e_s"]["p50"]), _s(r["e2e_s"]["p99"]),
             "-" if good is None else f"{100 * good:.1f}",
@@ -86,16 +94,17 @@ def print_comparison(rows: Sequence[dict[str, Any]], console: Console) -> None:
         )  # fmt: skip
     console.print(overall)
     tenants = Table(title="Per tenant")
-    for col in ("policy", "predictor", "router", "tenant", "TTFT p50 ms", "TTFT p99 ms",
-                "E2E p50 s", "E2E p99 s"):  # fmt: skip
-        tenants.add_column(
-            col, justify="left" if col in ("policy", "predictor", "router", "tenant") else "right"
-        )
+    for col in [*labels, "tenant"]:
+        tenants.add_column(col)
+    for col in ("TTFT p50 ms", "TTFT p99 ms", "E2E p50 s", "E2E p99 s", "goodput %"):
+        tenants.add_column(col, justify="right")
     for r in rows:
         for name, t in r["per_tenant"].items():
+            good = t["goodput"]["fraction"]
             tenants.add_row(
-                r["policy"], r["predictor"] or "-", r["router"], name,
+                *(str(r[k] or "-") for k in labels), name,
                 _ms(t["ttft_s"]["p50"]), _ms(t["ttft_s"]["p99"]),
                 _s(t["e2e_s"]["p50"]), _s(t["e2e_s"]["p99"]),
+                "-" if good is None else f"{100 * good:.1f}",
             )  # fmt: skip
     console.print(tenants)
