@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
 from fairserve.sim.run import InstanceSpec, SimConfig, simulate
 from fairserve.workload import load_trace
-
-TRACE = (
-    Path(__file__).resolve().parents[2].parent
-    / "shared"
-    / "traces"
-    / "mooncake-synthetic"
-    / "synthetic_trace.jsonl"
-)
+from tests.traces import real_trace
 
 
-@pytest.mark.skipif(not TRACE.is_file(), reason=f"Mooncake trace not found at {TRACE}")
 def test_prefix_affinity_raises_hits_without_raising_p99_ttft() -> None:
-    wl = load_trace(TRACE)
+    trace = real_trace("mooncake-synthetic/synthetic_trace.jsonl")
+    wl = load_trace(trace)
     figures = {}
     for router in ("round-robin", "prefix-affinity"):
         config = SimConfig(instances=(InstanceSpec(count=8),), router=router)

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pytest
 
 from fairserve.experiments import SjfGap, gap_closed
 from fairserve.workload import load_trace
-
-TRACE = (
-    Path(__file__).resolve().parents[2].parent
-    / "shared"
-    / "traces"
-    / "azure-llm-2023"
-    / "AzureLLMInferenceTrace_conv.csv"
-)
+from tests.traces import real_trace
 
 
-@pytest.mark.skipif(not TRACE.is_file(), reason=f"Azure conversation trace not found at {TRACE}")
 def test_sjf_on_predicted_work_closes_most_of_the_gap_to_srpt() -> None:
-    wl = load_trace(TRACE)
+    trace = real_trace("azure-llm-2023/AzureLLMInferenceTrace_conv.csv")
+    wl = load_trace(trace)
     # 95% of saturated throughput, Gamma CV 2 arrivals, max_num_seqs 64.
     gap = SjfGap(np.asarray(wl.prompt_tokens), np.asarray(wl.output_tokens), requests=4000)
     fifo, oracle = gap.mean_e2e_s("fifo"), gap.mean_e2e_s("oracle-srpt")

@@ -4,19 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
+from tests.traces import REPO, TRACES, real_trace
 
-REPO = Path(__file__).resolve().parents[2]
-#: The public traces live beside the repository (see ../shared/traces/README.md).
-TRACES = (REPO / ".." / "shared" / "traces").resolve()
-
-
-def real_trace(relative: str) -> Path:
-    """Path of a real trace file, or skip the test with a message when it is absent."""
-    path = TRACES / relative
-    if not path.exists():
-        pytest.skip(f"real trace {relative} not found under {TRACES} (../shared/traces absent)")
-    return path
+__all__ = ["REPO", "TRACES", "real_trace"]
 
 
 def write(path: Path, text: str) -> Path:

@@ -19,23 +19,6 @@ class Instance(InstanceView, Protocol):
     index: int
     wake_s: float | None
     version: int
-
-    @property
-    def num_waiting(self) -> int:
-        """Requests queued at the engine."""
-
-    @property
-    def num_running(self) -> int:
-        """Requests in the engine's batch."""
-
-    @property
-    def outstanding_tokens(self) -> int:
-        """Prompt tokens + max_tokens of requests assigned and not finished."""
-
-    @property
-    def predicted_tokens(self) -> int:
-        """Prompt + predicted output tokens of requests assigned and not finished."""
-
     on_finish: Callable[[Request, int, float], None] | None
 
     def add(self, req: Request, now: float) -> None:
