@@ -1,0 +1,106 @@
+"""The sweep spec: validation with errors that name the key, and the planned cells."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fairserve.sweep import (
+    SweepSpecError,
+    load_sweep_spec,
+    parse_sweep_spec,
+    plan_cells,
+    run_sweep,
+)
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "sweeps" / "capacity_knee.yaml"
+
+
+def test_example_spec_is_valid() -> None:
+    spec = load_sweep_spec(EXAMPLE)
+    assert spec.size() == 4 * 1 * 1 * 5 * 3
+    assert spec.load.unit == "capacity"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"workloads": []}, "workloads: List should have at least 1 item"),
+        ({"workloads": [{"spec": "a.yaml", "trace": "b.csv"}]}, "workloads.0: Value error, a workload needs exactly one of"),
+        ({"workloads": [{"synthetic": {"requests": 1}}]}, "workloads.0.synthetic.requests"),
+        ({"workloads": [{"synthetic": {}}], "polices": ["fifo"]}, "polices: Extra inputs are not permitted"),
+        ({"workloads": [{"synthetic": {}}], "loads": [0.5, -1]}, "'loads' must be finite numbers > 0"),
+        ({"workloads": [{"synthetic": {}}], "policies": ["fifo", "fifo"]}, "'policies' has repeated entries"),
+        ({"workloads": [{"synthetic": {}}], "policies": ["vtc:weight"]}, "policies.0: Value error, 'vtc:weight'"),
+        ({"workloads": [{"synthetic": {}}], "load": {"unit": "rate", "capacity_tokens_per_s": 5}}, "load: Value error"),
+        ({"workloads": [{"synthetic": {}}], "deployment": {"tp": 0}}, "deployment.tp"),
+    ],
+)  # fmt: skip
+def test_errors_name_the_key(data: dict[str, object], message: str) -> None:
+    with pytest.raises(SweepSpecError) as info:
+        parse_sweep_spec(data, "s.yaml")
+    assert f"s.yaml: {message}" in str(info.value) or message in str(info.value)
+
+
+def test_unknown_component_and_missing_file_fail_before_running(tmp_path: Path) -> None:
+    spec = parse_sweep_spec({"workloads": [{"synthetic": {}}], "policies": ["fifo", "nope"]})
+    with pytest.raises(SweepSpecError, match=r"policies\.1: config: unknown policy 'nope'"):
+        run_sweep(spec, tmp_path, use_ray=False)
+    spec = parse_sweep_spec({"workloads": [{"trace": "missing.csv"}]})
+    with pytest.raises(SweepSpecError, match="no such file"):
+        run_sweep(spec, tmp_path, use_ray=False)
+    assert not list((tmp_path / "cells").glob("*.json"))
+
+
+def test_component_strings_carry_parameters() -> None:
+    spec = parse_sweep_spec(
+        {"workloads": [{"synthetic": {}}], "policies": ["vtc:output_weight=4;input-weight=1", {"name": "fifo", "label": "plain"}]}
+    )  # fmt: skip
+    vtc, fifo = spec.policies
+    assert vtc.name == "vtc" and vtc.params == {"output_weight": 4, "input_weight": 1}
+    assert vtc.display == "vtc:output_weight=4;input-weight=1"
+    assert fifo.display == "plain"
+
+
+def test_cells_are_the_grid_with_stable_ids(tmp_path: Path) -> None:
+    data = {
+        "workloads": [{"spec": "w.yaml", "max_requests": 50}, {"synthetic": {"requests": 50}}],
+        "policies": ["fifo", "vtc"],
+        "predictors": [None, "oracle"],
+        "loads": [0.5, 1.0],
+        "seeds": [0, 1, 2],
+    }
+    (tmp_path / "a").mkdir()
+    shutil.copy(
+        Path(__file__).parents[2] / "examples" / "workloads" / "multi_tenant.yaml",
+        tmp_path / "a" / "w.yaml",
+    )
+    spec = parse_sweep_spec(data)
+    cells = plan_cells(spec, tmp_path / "a")
+    assert len(cells) == spec.size() == 2 * 2 * 2 * 2 * 3
+    assert len({c.id for c in cells}) == len(cells)
+    assert [c.id for c in plan_cells(spec, tmp_path / "a")] == [c.id for c in cells]
+    # The same workload file elsewhere: the same cells (the path is not part of the id) ...
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    assert [c.id for c in plan_cells(spec, tmp_path / "b")] == [c.id for c in cells]
+    # ... but changed contents: new cells for that workload.
+    text = (tmp_path / "b" / "w.yaml").read_text().replace("seed: 7", "seed: 8")
+    (tmp_path / "b" / "w.yaml").write_text(text)
+    changed = {c.id for c in plan_cells(spec, tmp_path / "b")}
+    assert len(changed & {c.id for c in cells}) == len(cells) // 2
+    assert cells[0].labels == {
+        "workload": "w", "policy": "fifo", "predictor": None, "router": "round-robin",
+        "load": 0.5, "seed": 0,
+    }  # fmt: skip
+
+
+def test_spec_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(SweepSpecError, match="no such sweep spec"):
+        load_sweep_spec(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"workloads": [{"synthetic": {"rate_per_s": 0}}]}))
+    with pytest.raises(SweepSpecError, match=r"bad.yaml: workloads.0.synthetic.rate_per_s"):
+        load_sweep_spec(bad)
