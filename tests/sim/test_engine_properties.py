@@ -139,3 +139,32 @@ def test_same_inputs_same_results() -> None:
     b, _ = simulate(Engine, reqs, cfg, 2, 4)
     for column in ("request_id", "finish_s", "first_token_s", "preemptions", "instance"):
         assert np.array_equal(getattr(a, column), getattr(b, column))
+
+
+@given(scenarios(), st.sampled_from(["vtc", "uwfq", "sjf", "priority", "oracle-srpt", "fair-sjf"]))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_engine_placement_policies_conserve_requests_and_blocks(
+    scenario: tuple[list[Request], EngineConfig, int, int], policy: str
+) -> None:
+    from fairserve.core.policies import POLICIES
+
+    reqs, cfg, instances, _ = scenario
+    records = RequestRecords()
+    engines = []
+    for i in range(instances):
+        own = POLICIES.create(policy)
+        engines.append(Engine(i, MODEL, cfg, records, own, own, own))
+    # Route on arrival (a huge engine queue cap): each engine's policy orders its queue.
+    loop.run(iter(reqs), Cluster(engines, RoundRobinRouter(), FifoPolicy(), 1 << 30))
+    rec = records.to_numpy()
+    assert sorted(rec.request_id.tolist()) == [r.id for r in reqs]
+    done = rec.outcome == COMPLETED
+    by_id = {r.id: r for r in reqs}
+    for rid, out in zip(
+        rec.request_id[done].tolist(), rec.output_tokens[done].tolist(), strict=True
+    ):
+        assert out == by_id[rid].output_tokens
+    for engine in engines:
+        engine.check()
+        assert engine.pool.used_blocks == 0 and not engine.running and engine.num_waiting == 0
+        assert engine.waiting_prefill_tokens == 0
