@@ -112,6 +112,22 @@ def simulate_cmd(
     result = _run(wl, config, show_progress=not opts["as_json"])
     title = f"{opts['model']} on {opts['instances']} x {opts['gpu']} (tp={opts['tp']}), {policy}"
     _print_result(result, wl, opts["as_json"], title)
+    if opts["out"] is not None:
+        from fairserve.compare import result_row, write_runs
+
+        row = result_row(wl, policy, predictor, router, result)
+        config_dict = _json_opts(opts) | {
+            "policy": policy,
+            "predictor": predictor,
+            "router": router,
+        }
+        report = write_runs(opts["out"], "simulate", wl, config_dict, [(row, result)], [policy])
+        err.print(f"report: {report}")
+
+
+def _json_opts(opts: dict[str, Any]) -> dict[str, Any]:
+    """The command's options as JSON-able values (paths as strings)."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in opts.items()}
 
 
 @app.command("compare")
@@ -127,7 +143,7 @@ def compare_cmd(
     **opts: Any,
 ) -> None:
     """Several policies x predictors x routers on the same workload and seed, side by side."""
-    from fairserve.compare import compare_rows, print_comparison
+    from fairserve.compare import compare_runs, label_of, print_comparison, write_runs
 
     wl = build_workload(opts)
     configs = []
@@ -138,11 +154,18 @@ def compare_cmd(
                 pname, pparams = parse_component(pred) if pred else (None, {})
                 config = build_config(opts, wl, name, rt.strip(), pname, params, pparams)
                 configs.append((pol, pred, rt.strip(), config))
-    rows = compare_rows(wl, configs, progress=not opts["as_json"])
+    runs = compare_runs(wl, configs, progress=not opts["as_json"])
+    rows = [row for row, _ in runs]
     if opts["as_json"]:
         sys.stdout.write(json.dumps(rows, allow_nan=False) + "\n")
     else:
         print_comparison(rows, Console())
+    if opts["out"] is not None:
+        combos = [{"policy": p, "predictor": d, "router": r} for p, d, r, _ in configs]
+        config_dict = _json_opts(opts) | {"configurations": combos}
+        labels = [label_of(row) for row in rows]
+        report = write_runs(opts["out"], "compare", wl, config_dict, runs, labels)
+        err.print(f"report: {report}")
 
 
 @app.command("calibrate")
@@ -187,19 +210,23 @@ def calibrate_cmd(
 
 @app.command("demo")
 def demo_cmd(
-    out: Annotated[
-        Path | None, Opt(help="Folder for the run and its report (DIR/report.html).")
-    ] = None,
+    out: Annotated[Path, Opt(help="Folder for the run and its report (OUT/report.html).")] = Path(
+        "runs/demo"
+    ),
     as_json: Annotated[bool, Opt("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
-    """Three tenants on two simulated H100s: every policy side by side."""
+    """Three tenants on two simulated H100s: every policy side by side, and a report."""
     from fairserve import demo
-    from fairserve.compare import compare_rows, print_comparison
+    from fairserve.compare import compare_runs, print_comparison, write_runs
 
     wl = demo.workload()
-    rows = compare_rows(wl, demo.configs(wl), progress=not as_json)
+    configs = demo.configs(wl)
+    runs = compare_runs(wl, configs, progress=not as_json)
+    rows = [row for row, _ in runs]
+    config_dict = {"demo": demo.SPEC, "policies": list(demo.POLICIES)}
+    report = write_runs(out, "compare", wl, config_dict, runs, [p for p, _, _, _ in configs])
     if as_json:
-        sys.stdout.write(json.dumps(rows, allow_nan=False) + "\n")
+        sys.stdout.write(json.dumps({"report": str(report), "rows": rows}, allow_nan=False) + "\n")
         return
     console = Console()
     console.rule(
@@ -207,6 +234,7 @@ def demo_cmd(
         f"over {demo.DURATION_S:g} s on 2 x H100-80GB (Llama-3.1-8B)"
     )
     print_comparison(rows, console)
+    console.print(f"report: {report}")
 
 
 def main() -> None:

@@ -57,6 +57,7 @@ _OPTIONS: list[tuple[str, Any, Any, Any]] = [
     ("admission_slack", float, Opt(help="Refuse when the predicted TTFT exceeds slack x the SLO."), 1.0),
     ("reference", bool, Opt(help="Use the slow per-step reference engine."), False),
     ("seed", int, Opt(help="Seed of the synthetic workload and random routers."), 0),
+    ("out", Path | None, Opt(help="Write a run directory and its HTML report (OUT/report.html) here."), None),
     ("as_json", bool, Opt("--json", help="Print JSON."), False),
 ]  # fmt: skip
 

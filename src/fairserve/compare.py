@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,21 @@ def run_row(
     workload: Workload, policy: str, predictor: str | None, router: str, config: SimConfig
 ) -> dict[str, Any]:
     """One configuration's figures: the keys of ``simulate --json`` plus fairness."""
+    return run_config(workload, policy, predictor, router, config)[0]
+
+
+def run_config(
+    workload: Workload, policy: str, predictor: str | None, router: str, config: SimConfig
+) -> tuple[dict[str, Any], SimResult]:
+    """Run one configuration; its row of figures and the raw result."""
     result = simulate(workload.requests(), config)
+    return result_row(workload, policy, predictor, router, result), result
+
+
+def result_row(
+    workload: Workload, policy: str, predictor: str | None, router: str, result: SimResult
+) -> dict[str, Any]:
+    """The figures of one finished run (the keys of ``simulate --json`` plus fairness)."""
     slos = {n: workload.tenant_config(n).slo for n in workload.tenant_names()}
     weights = {n: workload.tenant_config(n).weight for n in workload.tenant_names()}
     row: dict[str, Any] = {"policy": policy, "predictor": predictor, "router": router}
@@ -44,13 +59,53 @@ def compare_rows(
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Run every configuration (each on fresh Request objects) and return their rows."""
-    rows = []
+    return [row for row, _ in compare_runs(workload, configs, progress)]
+
+
+def compare_runs(
+    workload: Workload,
+    configs: Sequence[tuple[str, str | None, str, SimConfig]],
+    progress: bool = True,
+) -> list[tuple[dict[str, Any], SimResult]]:
+    """Run every configuration; each one's row and raw result."""
+    out = []
     with Progress(console=Console(stderr=True), transient=True, disable=not progress) as bar:
         task = bar.add_task("comparing", total=len(configs))
         for policy, predictor, router, config in configs:
-            rows.append(run_row(workload, policy, predictor, router, config))
+            out.append(run_config(workload, policy, predictor, router, config))
             bar.advance(task)
-    return rows
+    return out
+
+
+def label_of(row: dict[str, Any]) -> str:
+    """A short distinct label for a configuration row: policy[/predictor][/router]."""
+    parts = [str(row["policy"])]
+    if row.get("predictor"):
+        parts.append(str(row["predictor"]))
+    parts.append(str(row["router"]))
+    return "/".join(parts)
+
+
+def write_runs(
+    out: Path,
+    kind: str,
+    workload: Workload,
+    config: dict[str, Any],
+    runs: Sequence[tuple[dict[str, Any], SimResult]],
+    labels: Sequence[str],
+) -> Path:
+    """Write a run directory and its HTML report; returns the report's path."""
+    from fairserve.report.html import write_report
+    from fairserve.report.run_dir import run_data_from_result, write_run_dir
+
+    weights = {n: workload.tenant_config(n).weight for n in workload.tenant_names()}
+    slos = {n: workload.tenant_config(n).slo for n in workload.tenant_names()}
+    data = [
+        run_data_from_result(label, result, weights, slos)
+        for label, (_, result) in zip(labels, runs, strict=True)
+    ]
+    write_run_dir(out, kind, config, data, weights=weights)
+    return write_report(out)
 
 
 def _ms(value: float | None) -> str:
