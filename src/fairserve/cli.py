@@ -24,6 +24,7 @@ from fairserve.core.policies import POLICIES
 from fairserve.core.predict import PREDICTORS
 from fairserve.core.route import ROUTERS
 from fairserve.predict_cli import predictor_app
+from fairserve.gateway_cli import register as register_gateway_commands
 from fairserve.report_cli import register as register_report_commands
 from fairserve.sim.cost import UnknownProfileError
 from fairserve.sim.run import SimConfig, SimResult, simulate
@@ -40,6 +41,7 @@ app = typer.Typer(
 app.add_typer(trace_app, name="trace", help="Inspect traces and workload specs.")
 app.add_typer(predictor_app, name="predictor", help="Train and evaluate predictors.")
 register_report_commands(app)
+register_gateway_commands(app)
 
 
 def _run(workload: Workload, config: SimConfig, show_progress: bool) -> SimResult:
