@@ -23,8 +23,8 @@ from fairserve.core.model import SLO
 from fairserve.core.policies import POLICIES
 from fairserve.core.predict import PREDICTORS
 from fairserve.core.route import ROUTERS
-from fairserve.predict_cli import predictor_app
 from fairserve.gateway_cli import register as register_gateway_commands
+from fairserve.predict_cli import predictor_app
 from fairserve.report_cli import register as register_report_commands
 from fairserve.sim.cost import UnknownProfileError
 from fairserve.sim.run import SimConfig, SimResult, simulate
@@ -215,6 +215,9 @@ def demo_cmd(
     out: Annotated[Path, Opt(help="Folder for the run and its report (OUT/report.html).")] = Path(
         "runs/demo"
     ),
+    live: Annotated[
+        bool, Opt(help="Then replay a short slice through the live gateway and compare.")
+    ] = False,
     as_json: Annotated[bool, Opt("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Three tenants on two simulated H100s: every policy side by side, and a report."""
@@ -237,6 +240,13 @@ def demo_cmd(
     )
     print_comparison(rows, console)
     console.print(f"report: {report}")
+    if live:
+        from fairserve import demo_live
+
+        console.rule("live: two `fairserve engine` servers behind `fairserve serve`")
+        console.print("starting the engines and the gateway, replaying a 12 s slice ...")
+        live_summary = demo_live.run_live()
+        demo_live.print_side_by_side(live_summary, demo_live.run_simulated(), console)
 
 
 def main() -> None:
