@@ -79,7 +79,6 @@ def test_pool_sweep_table_and_plots(pool_result: pl.DataFrame) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
 def test_ray_and_pool_give_identical_numbers(pool_result: pl.DataFrame, tmp_path: Path) -> None:
     pytest.importorskip("ray")
     spec = parse_sweep_spec(GRID)
