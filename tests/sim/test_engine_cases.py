@@ -133,3 +133,14 @@ def test_least_tokens_router_prefers_the_idle_instance() -> None:
     inst = by_id(result, "instance")
     assert inst[0] != inst[1]
     assert inst[2] == inst[1]
+
+
+@pytest.mark.parametrize("reference", [False, True])
+def test_a_malformed_request_ends_as_failed_with_its_problem(reference: bool) -> None:
+    result = run(
+        [req(0, 0.0, 0, 5), req(1, 0.0, 10, 0), req(2, 0.0, 10, 3)], config(reference=reference)
+    )
+    outcome = by_id(result, "outcome")
+    assert outcome == {0: 2, 1: 2, 2: 0}
+    assert "prompt_tokens must be >= 1" in result.failure_reasons[0]
+    assert "output_tokens must be >= 1" in result.failure_reasons[1]

@@ -104,6 +104,8 @@ def unfit_reason(
     req: Request, max_model_len: int, block_size: int, total_blocks: int, prefix_caching: bool
 ) -> str | None:
     """Why ``req`` can never run on an engine of this shape, or None if it can."""
+    if req.prompt_tokens < 1 or req.output_tokens < 1 or not req.arrival_s >= 0:
+        return req.problem()
     total = req.prompt_tokens + req.output_tokens
     if total > max_model_len:
         return f"prompt_tokens + output_tokens = {total} exceeds max_model_len {max_model_len}"
