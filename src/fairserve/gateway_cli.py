@@ -188,6 +188,9 @@ def bench_cmd(
     max_duration_s: Annotated[float, Opt(help="Stop (cancel the rest) after this long.")] = 600.0,
     ignore_eos: Annotated[bool, Opt(help="Send ignore_eos: true (vLLM).")] = True,
     allow_remote: Annotated[bool, Opt(help="Allow a URL that is not on this machine.")] = False,
+    out: Annotated[
+        Path | None, Opt(help="Write a run directory and its HTML report (OUT/report.html) here.")
+    ] = None,
     as_json: Annotated[bool, Opt("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Replay a workload against an OpenAI-compatible endpoint; report TTFT/TPOT/E2E per tenant."""
@@ -216,7 +219,10 @@ def bench_cmd(
                   ignore_eos=ignore_eos)
     )  # fmt: skip
     slos = {name: wl.tenant_config(name).slo for name in wl.tenant_names()}
-    summary = summarize(records.to_numpy(), slos=slos)
+    arrays = records.to_numpy()
+    summary = summarize(arrays, slos=slos)
+    if out is not None:
+        _write_bench_run(out, base, source, wl, arrays, summary.to_dict())
     if as_json:
         data = summary.to_dict()
         data["wall_time_s"] = wall_s
@@ -234,6 +240,22 @@ def bench_cmd(
         first = next(iter(records.failure_reasons.items()))
         console.print(f"[yellow]{len(records.failure_reasons)} request(s) did not complete[/]; "
                       f"e.g. request {first[0]}: {first[1]}")  # fmt: skip
+
+
+def _write_bench_run(
+    out: Path, url: str, source: Path, wl: Any, arrays: Any, summary: dict[str, Any]
+) -> None:
+    """The bench run as a run directory with its HTML report (``fairserve report``)."""
+    from fairserve.metrics.fairness import fairness
+    from fairserve.report.html import write_report
+    from fairserve.report.run_dir import write_run_dir
+
+    weights = {name: wl.tenant_config(name).weight for name in wl.tenant_names()}
+    fair = fairness(arrays, weights).to_dict()
+    config = {"url": url, "workload": str(source)}
+    write_run_dir(out, "bench", config, [("bench", arrays, summary, fair, None)], weights=weights)
+    report = write_report(out)
+    Console(stderr=True).print(f"report: {report}")
 
 
 def register(app: typer.Typer) -> None:

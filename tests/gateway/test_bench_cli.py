@@ -29,13 +29,18 @@ def test_bench_json_has_the_simulate_keys(tmp_path: Path) -> None:
     register(app)
     with engine_thread() as engine, gateway_thread(gateway_config([engine.url])) as (server, _):
         args = ["bench", "--url", server.url, "--workload", str(spec), "--tenant-key",
-                f"a={KEY_A}", "--tenant-key", f"b={KEY_B}", "--json"]  # fmt: skip
+                f"a={KEY_A}", "--tenant-key", f"b={KEY_B}", "--json",
+                "--out", str(tmp_path / "run")]  # fmt: skip
         result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    live = json.loads(result.output)
+    live = json.loads(result.stdout)
     sim = CliRunner().invoke(fairserve_app, ["simulate", "--workload", str(spec), "--json"])
     assert sim.exit_code == 0, sim.output
     assert set(live) == set(json.loads(sim.output))
     assert live["completed"] == live["requests"] > 10
     assert set(live["per_tenant"]) == {"a", "b"}
     assert live["per_tenant"]["a"]["completed"] > 0
+    # --out: a bench run directory that `fairserve report` reads, and its report.
+    run_dir = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert run_dir["kind"] == "bench" and set(run_dir["tenants"]) == {"a", "b"}
+    assert (tmp_path / "run" / "report.html").stat().st_size > 10_000
