@@ -50,7 +50,13 @@ def test_engine_killed_mid_run_loses_nothing_counts_nothing_twice() -> None:
                 async with httpx.AsyncClient(timeout=30) as client:
                     tasks = [asyncio.create_task(_stream_one(client, server.url, i))
                              for i in range(40)]  # fmt: skip
-                    await asyncio.sleep(0.15)  # all sent, ~1/3 of their tokens streamed
+                    # Kill e2 once it is streaming answers (on a loaded machine the
+                    # gateway may take a while to dispatch): wait until it holds
+                    # requests, then a little longer so tokens are flowing.
+                    deadline = time.monotonic() + 20
+                    while state.backends[1].inflight < 5 and time.monotonic() < deadline:
+                        await asyncio.sleep(0.01)
+                    await asyncio.sleep(0.1)
                     e2.kill()
                     more = [
                         asyncio.create_task(_stream_one(client, server.url, 100 + i))
