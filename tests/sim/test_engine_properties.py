@@ -61,6 +61,24 @@ def simulate(
     return records.to_numpy(), engines  # type: ignore[return-value]
 
 
+def assert_exactly_once_and_conserved(
+    rec: RecordArrays, reqs: list[Request], engines: list[Engine]
+) -> None:
+    """Every request ended once; completed ones produced their tokens; engines hold nothing
+    (blocks allocated equal blocks freed)."""
+    assert sorted(rec.request_id.tolist()) == [r.id for r in reqs]
+    done = rec.outcome == COMPLETED
+    by_id = {r.id: r for r in reqs}
+    for rid, out in zip(
+        rec.request_id[done].tolist(), rec.output_tokens[done].tolist(), strict=True
+    ):
+        assert out == by_id[rid].output_tokens
+    for engine in engines:
+        engine.check()
+        assert engine.pool.used_blocks == 0 and not engine.running and engine.num_waiting == 0
+        assert engine.waiting_prefill_tokens == 0
+
+
 def ordered(rec: RecordArrays, column: str) -> np.ndarray:
     return np.asarray(getattr(rec, column))[np.argsort(rec.request_id)]
 
@@ -92,15 +110,9 @@ def test_conservation_and_exactly_once(
 ) -> None:
     reqs, cfg, instances, cap = scenario
     rec, engines = simulate(Engine, reqs, cfg, instances, cap)
-    # Every request ends exactly once.
-    assert sorted(rec.request_id.tolist()) == [r.id for r in reqs]
+    assert_exactly_once_and_conserved(rec, reqs, engines)
     done = rec.outcome == COMPLETED
     by_id = {r.id: r for r in reqs}
-    # Every completed request generated exactly the tokens it asked for.
-    for rid, out in zip(
-        rec.request_id[done].tolist(), rec.output_tokens[done].tolist(), strict=True
-    ):
-        assert out == by_id[rid].output_tokens
     # Requests fail only when they can never fit.
     total_blocks = engines[0].pool.total_blocks
     for rid in rec.request_id[~done].tolist():
@@ -110,12 +122,9 @@ def test_conservation_and_exactly_once(
     arrival, sched = rec.arrival_s[done], rec.first_scheduled_s[done]
     first, finish = rec.first_token_s[done], rec.finish_s[done]
     assert (sched >= arrival).all() and (first > sched).all() and (finish >= first).all()
-    # Blocks allocated equal blocks freed: nothing is referenced at the end.
+    # Every engine went idle with its counters back at zero.
     for engine in engines:
-        engine.check()
-        assert engine.pool.used_blocks == 0
-        assert engine.outstanding_tokens == 0
-        assert not engine.running and engine.num_waiting == 0
+        assert engine.outstanding_tokens == engine.predicted_tokens == 0
         assert engine.wake_s is None
 
 
@@ -156,15 +165,4 @@ def test_engine_placement_policies_conserve_requests_and_blocks(
         engines.append(Engine(i, MODEL, cfg, records, own, own, own))
     # Route on arrival (a huge engine queue cap): each engine's policy orders its queue.
     loop.run(iter(reqs), Cluster(engines, RoundRobinRouter(), FifoPolicy(), 1 << 30))
-    rec = records.to_numpy()
-    assert sorted(rec.request_id.tolist()) == [r.id for r in reqs]
-    done = rec.outcome == COMPLETED
-    by_id = {r.id: r for r in reqs}
-    for rid, out in zip(
-        rec.request_id[done].tolist(), rec.output_tokens[done].tolist(), strict=True
-    ):
-        assert out == by_id[rid].output_tokens
-    for engine in engines:
-        engine.check()
-        assert engine.pool.used_blocks == 0 and not engine.running and engine.num_waiting == 0
-        assert engine.waiting_prefill_tokens == 0
+    assert_exactly_once_and_conserved(records.to_numpy(), reqs, engines)
