@@ -17,7 +17,7 @@ import typer
 import yaml
 from rich.console import Console
 
-from fairserve.sim.config import EngineConfig
+from fairserve.sim.config import engine_config_from
 from fairserve.sim.cost import UnknownProfileError
 from fairserve.sim.run import InstanceSpec, SimConfig
 from fairserve.workload import TraceError, Workload, load
@@ -149,14 +149,7 @@ def build_config(
     """The deployment the options describe, running ``policy``, ``router`` and ``predictor``."""
     router_params: dict[str, Any] = {"seed": opts["seed"]} if router == "p2c" else {}
     try:
-        engine = EngineConfig(
-            max_num_batched_tokens=opts["max_num_batched_tokens"],
-            max_num_seqs=opts["max_num_seqs"],
-            block_size=opts["block_size"],
-            gpu_memory_utilization=opts["gpu_memory_utilization"],
-            enable_prefix_caching=opts["prefix_caching"],
-            num_gpu_blocks=opts["num_gpu_blocks"],
-        )
+        engine = engine_config_from(opts)
         spec = InstanceSpec(
             opts["gpu"], opts["model"], opts["tp"], opts["instances"], engine, opts["profile"]
         )

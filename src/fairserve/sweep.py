@@ -416,18 +416,11 @@ def _cell_workload(definition: Mapping[str, Any]) -> Any:
 
 
 def _sim_config(definition: Mapping[str, Any], workload: Any, policy: Mapping[str, Any]) -> Any:
-    from fairserve.sim.config import EngineConfig
+    from fairserve.sim.config import engine_config_from
     from fairserve.sim.run import InstanceSpec, SimConfig
 
     d = definition["deployment"]
-    engine = EngineConfig(
-        max_num_batched_tokens=d["max_num_batched_tokens"],
-        max_num_seqs=d["max_num_seqs"],
-        block_size=d["block_size"],
-        gpu_memory_utilization=d["gpu_memory_utilization"],
-        enable_prefix_caching=d["prefix_caching"],
-        num_gpu_blocks=d["num_gpu_blocks"],
-    )
+    engine = engine_config_from(d)
     router = definition["router"]
     router_params = dict(router["params"])
     if router["name"] == "p2c":

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,3 +58,16 @@ class EngineConfig:
                 "engine config: max_num_batched_tokens "
                 f"({self.max_num_batched_tokens}) must be >= max_num_seqs ({self.max_num_seqs})"
             )
+
+
+def engine_config_from(options: Mapping[str, Any]) -> EngineConfig:
+    """An ``EngineConfig`` from CLI or spec options (``prefix_caching`` names
+    ``enable_prefix_caching``); keys it does not know are ignored."""
+    return EngineConfig(
+        max_num_batched_tokens=options["max_num_batched_tokens"],
+        max_num_seqs=options["max_num_seqs"],
+        block_size=options["block_size"],
+        gpu_memory_utilization=options["gpu_memory_utilization"],
+        enable_prefix_caching=options["prefix_caching"],
+        num_gpu_blocks=options["num_gpu_blocks"],
+    )
