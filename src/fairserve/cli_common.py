@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
 from fairserve.sim.config import engine_config_from
 from fairserve.sim.cost import UnknownProfileError
@@ -79,7 +80,8 @@ def workload_and_deployment_options(func: F) -> F:
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print an error for people and return the exit to raise."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    # Escaped: messages quote file names and values that may hold [brackets].
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 

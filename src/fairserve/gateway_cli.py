@@ -18,13 +18,10 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from fairserve.cli_common import fail as _fail
+
 err = Console(stderr=True)
 Opt = typer.Option
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
 
 
 def _uvicorn_config(app: Any, host: str, port: int, access_log: bool) -> Any:

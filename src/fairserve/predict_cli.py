@@ -17,8 +17,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+
+from fairserve.cli_common import fail as _fail
 
 predictor_app = typer.Typer(
     name="predictor",
@@ -35,13 +36,6 @@ SHAREGPT = "sharegpt"
 @predictor_app.callback()
 def _root() -> None:
     """Train and evaluate output-length and latency predictors."""
-
-
-def _fail(message: str) -> typer.Exit:
-    Console(stderr=True, soft_wrap=True).print(
-        f"[red]error:[/red] {escape(message)}", highlight=False
-    )
-    return typer.Exit(2)
 
 
 def _load_requests(source: str, limit: int | None, seed: int) -> list[Any]:
