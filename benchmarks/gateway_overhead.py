@@ -209,7 +209,7 @@ def start_gateway(upstream_port: int, tmp: Path) -> tuple[subprocess.Popen[bytes
     }
     path = tmp / "gateway.json"
     path.write_text(json.dumps(cfg))  # JSON is YAML
-    proc = subprocess.Popen([sys.executable, "-m", "fairserve.gateway_cli", "serve", "--config",
+    proc = subprocess.Popen([sys.executable, "-m", "fairserve.cli.gateway", "serve", "--config",
                              str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     wait_http(port, "/healthz")
     return proc, port

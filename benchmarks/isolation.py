@@ -23,7 +23,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from fairserve.experiments import Flood, isolation
+from fairserve.experiments.studies import Flood, isolation
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICIES = ("fifo", "priority", "sjf", "wrr", "vtc", "uwfq", "fair-sjf")

@@ -26,7 +26,7 @@ import numpy as np
 
 from fairserve.core.model import Request
 from fairserve.core.predict.learned import train
-from fairserve.experiments import SjfGap, gap_closed
+from fairserve.experiments.studies import SjfGap, gap_closed
 from fairserve.workload import load_trace
 
 ROOT = Path(__file__).resolve().parents[1]

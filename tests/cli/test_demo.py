@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "fairserve.cli", "demo", *args]
+    cmd = [sys.executable, "-m", "fairserve", "demo", *args]
     env = {"COLUMNS": "160", "PATH": "/usr/bin:/bin"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
 

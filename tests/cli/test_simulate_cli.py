@@ -14,7 +14,7 @@ LATENCY_KEYS = {"p50", "p90", "p99", "mean"}
 
 
 def fairserve(*args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "fairserve.cli", *args]
+    cmd = [sys.executable, "-m", "fairserve", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 

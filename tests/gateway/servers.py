@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from fairserve.gateway.engine_server import EngineSettings, create_engine_app
+from fairserve.engine_server.server import EngineSettings, create_engine_app
 from fairserve.sim.config import EngineConfig
 
 FAST_ENGINE = EngineSettings(
@@ -81,14 +81,14 @@ def engine_thread(settings: EngineSettings = FAST_ENGINE) -> Iterator[ServerThre
 
 
 class Proc:
-    """A ``python -m fairserve.gateway_cli ...`` subprocess on a given port."""
+    """A ``python -m fairserve.cli.gateway ...`` subprocess on a given port."""
 
     def __init__(self, args: list[str], port: int, health_path: str = "/health") -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fairserve.gateway_cli", *args],
+            [sys.executable, "-m", "fairserve.cli.gateway", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=env,

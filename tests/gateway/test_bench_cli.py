@@ -9,8 +9,8 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from fairserve.cli import app as fairserve_app
-from fairserve.gateway_cli import register
+from fairserve.cli.app import app as fairserve_app
+from fairserve.cli.gateway import register
 from tests.gateway.helpers import KEY_A, KEY_B, gateway_config, gateway_thread
 from tests.gateway.servers import engine_thread
 

@@ -9,7 +9,7 @@ import typer
 from typer.testing import CliRunner
 
 from fairserve.report.html import write_report
-from fairserve.report_cli import register
+from fairserve.cli.report import register
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Anything that would make a browser fetch: src/href/action/poster to a URL, CSS url() or

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fairserve.experiments import Flood, isolation
+from fairserve.experiments.studies import Flood, isolation
 
 
 def test_fair_policies_isolate_the_light_tenant_and_fifo_does_not() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fairserve.experiments import SjfGap, gap_closed
+from fairserve.experiments.studies import SjfGap, gap_closed
 from fairserve.workload import load_trace
 from tests.traces import real_trace
 

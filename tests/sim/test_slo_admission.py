@@ -10,7 +10,7 @@ import pytest
 from fairserve.core.model import Request
 from fairserve.core.predict.latency import LatencyModel, fit_and_score
 from fairserve.core.route import ROUTERS
-from fairserve.predict_cli import latency_telemetry
+from fairserve.cli.predictor import latency_telemetry
 from fairserve.sim.run import SimConfig, simulate
 from fairserve.workload.spec import build, parse_spec
 

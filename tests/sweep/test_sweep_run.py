@@ -12,8 +12,8 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from fairserve.report_cli import register
-from fairserve.sweep import (
+from fairserve.cli.report import register
+from fairserve.experiments.sweep import (
     Cell,
     SweepSpec,
     measure_capacity,

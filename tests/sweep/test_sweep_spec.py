@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fairserve.sweep import (
+from fairserve.experiments.sweep import (
     SweepSpecError,
     load_sweep_spec,
     parse_sweep_spec,

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fairserve.workload import TraceError, load
-from fairserve.workload.cli import trace_app
+from fairserve.cli.trace import trace_app
 
 from .conftest import BURSTGPT_HEADER, REPO, TRACES, write
 

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fairserve.core.predict import PREDICTORS
-from fairserve.predict_cli import predictor_app
+from fairserve.cli.predictor import predictor_app
 
 pytest.importorskip("sklearn", reason="the learned predictor needs the 'learned' extra")
 

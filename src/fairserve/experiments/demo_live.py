@@ -28,7 +28,7 @@ import httpx
 import numpy as np
 import yaml
 
-from fairserve.gateway.bench import plan, run_bench
+from fairserve.loadgen.bench import plan, run_bench
 from fairserve.metrics.summary import Summary, summarize
 from fairserve.sim.config import EngineConfig
 from fairserve.sim.run import InstanceSpec, SimConfig, simulate
@@ -86,7 +86,7 @@ def _wait_ready(url: str, timeout_s: float = 60.0) -> None:
 
 @contextlib.contextmanager
 def _process(args: list[str]) -> Iterator[subprocess.Popen[bytes]]:
-    cmd = [sys.executable, "-m", "fairserve.cli", *args]
+    cmd = [sys.executable, "-m", "fairserve", *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield proc

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from fairserve.cli_common import fail
+from fairserve.cli.options import fail
 
 __all__ = ["register", "report_cmd", "sweep_cmd"]
 
@@ -52,7 +52,7 @@ def sweep_cmd(
     progress: Annotated[bool, Opt(help="Show a progress bar.")] = True,
 ) -> None:
     """Run a grid of simulations (resumable); write a tidy table and load plots."""
-    from fairserve.sweep import SweepError, SweepSpecError, load_sweep_spec, run_sweep
+    from fairserve.experiments.sweep import SweepError, SweepSpecError, load_sweep_spec, run_sweep
 
     if no_ray and address is not None:
         raise fail("give --address or --no-ray, not both")

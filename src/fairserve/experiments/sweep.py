@@ -467,7 +467,7 @@ def run_cell(definition: Mapping[str, Any]) -> dict[str, Any]:
 
     A top-level function of plain data, so Ray and a process pool can ship it.
     """
-    from fairserve.compare import run_row
+    from fairserve.experiments.compare import run_row
 
     workload = _cell_workload(definition)
     config = _sim_config(definition, workload, definition["policy"])

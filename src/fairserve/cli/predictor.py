@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fairserve.cli_common import fail as _fail
+from fairserve.cli.options import fail as _fail
 
 predictor_app = typer.Typer(
     name="predictor",

@@ -11,7 +11,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fairserve.cli_common import (
+from fairserve.cli.gateway import register as register_gateway_commands
+from fairserve.cli.options import (
     build_config,
     build_workload,
     err,
@@ -19,17 +20,16 @@ from fairserve.cli_common import (
     parse_component,
     workload_and_deployment_options,
 )
+from fairserve.cli.predictor import predictor_app
+from fairserve.cli.report import register as register_report_commands
+from fairserve.cli.trace import trace_app
 from fairserve.core.model import SLO
 from fairserve.core.policies import POLICIES
 from fairserve.core.predict import PREDICTORS
 from fairserve.core.route import ROUTERS
-from fairserve.gateway_cli import register as register_gateway_commands
-from fairserve.predict_cli import predictor_app
-from fairserve.report_cli import register as register_report_commands
 from fairserve.sim.cost import UnknownProfileError
 from fairserve.sim.run import SimConfig, SimResult, simulate
 from fairserve.workload import Workload
-from fairserve.workload.cli import trace_app
 
 app = typer.Typer(
     name="fairserve",
@@ -115,7 +115,7 @@ def simulate_cmd(
     title = f"{opts['model']} on {opts['instances']} x {opts['gpu']} (tp={opts['tp']}), {policy}"
     _print_result(result, wl, opts["as_json"], title)
     if opts["out"] is not None:
-        from fairserve.compare import result_row, write_runs
+        from fairserve.experiments.compare import result_row, write_runs
 
         row = result_row(wl, policy, predictor, router, result)
         config_dict = _json_opts(opts) | {
@@ -145,7 +145,7 @@ def compare_cmd(
     **opts: Any,
 ) -> None:
     """Several policies x predictors x routers on the same workload and seed, side by side."""
-    from fairserve.compare import compare_runs, label_of, print_comparison, write_runs
+    from fairserve.experiments.compare import compare_runs, label_of, print_comparison, write_runs
 
     wl = build_workload(opts)
     configs = []
@@ -221,8 +221,8 @@ def demo_cmd(
     as_json: Annotated[bool, Opt("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Three tenants on two simulated H100s: every policy side by side, and a report."""
-    from fairserve import demo
-    from fairserve.compare import compare_runs, print_comparison, write_runs
+    from fairserve.experiments import demo
+    from fairserve.experiments.compare import compare_runs, print_comparison, write_runs
 
     wl = demo.workload()
     configs = demo.configs(wl)
@@ -241,18 +241,9 @@ def demo_cmd(
     print_comparison(rows, console)
     console.print(f"report: {report}")
     if live:
-        from fairserve import demo_live
+        from fairserve.experiments import demo_live
 
         console.rule("live: two `fairserve engine` servers behind `fairserve serve`")
         console.print("starting the engines and the gateway, replaying a 12 s slice ...")
         live_summary = demo_live.run_live()
         demo_live.print_side_by_side(live_summary, demo_live.run_simulated(), console)
-
-
-def main() -> None:
-    """Console-script entry point."""
-    app()
-
-
-if __name__ == "__main__":
-    main()

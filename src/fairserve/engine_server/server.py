@@ -2,7 +2,7 @@
 
 It runs the simulator's engine model (continuous batching, a token budget per
 step, chunked prefill, a paged KV cache with recompute preemption) in real
-time through :class:`~fairserve.gateway.backends.simengine.RealtimeEngine` and
+time through :class:`~fairserve.engine_server.realtime.RealtimeEngine` and
 streams each token at the time the model says it is sampled.
 
 What it generates: the text echoes the words of the prompt (the last user
@@ -36,7 +36,7 @@ from starlette.routing import Route
 
 from fairserve.core.model import Request
 from fairserve.gateway.asgi import DisconnectWatch, EventStream
-from fairserve.gateway.backends.simengine import RealtimeEngine, TokenStream
+from fairserve.engine_server.realtime import RealtimeEngine, TokenStream
 from fairserve.gateway.errors import APIError, bad_request
 from fairserve.gateway.protocol import Endpoint, ParsedRequest, not_found_model, parse_request
 from fairserve.sim.config import EngineConfig

@@ -1,7 +1,7 @@
 """The gateway's commands: ``fairserve serve``, ``fairserve engine``, ``fairserve bench``.
 
 ``register(app)`` adds them to the main ``fairserve`` Typer app;
-``python -m fairserve.gateway_cli ...`` runs them on their own.
+``python -m fairserve.cli.gateway ...`` runs them on their own.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from fairserve.cli_common import fail as _fail
+from fairserve.cli.options import fail as _fail
 
 err = Console(stderr=True)
 Opt = typer.Option
@@ -119,7 +119,7 @@ def engine_cmd(
     """Run a simulated OpenAI-compatible engine (the simulator's engine model, in real time)."""
     import uvicorn
 
-    from fairserve.gateway.engine_server import EngineSettings, create_engine_app
+    from fairserve.engine_server.server import EngineSettings, create_engine_app
     from fairserve.sim.config import EngineConfig
     from fairserve.sim.cost import UnknownProfileError
 
@@ -191,7 +191,7 @@ def bench_cmd(
     as_json: Annotated[bool, Opt("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Replay a workload against an OpenAI-compatible endpoint; report TTFT/TPOT/E2E per tenant."""
-    from fairserve.gateway.bench import BenchError, check_url, plan, run_bench
+    from fairserve.loadgen.bench import BenchError, check_url, plan, run_bench
     from fairserve.metrics.summary import summarize
     from fairserve.workload import TraceError, load
 

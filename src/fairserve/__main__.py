@@ -1,0 +1,5 @@
+"""``python -m fairserve``: the ``fairserve`` command."""
+
+from fairserve.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Experiments built on the simulator: policy comparisons, the demo, studies and sweeps."""

@@ -1,0 +1,1 @@
+"""Load generation over HTTP: replay a workload against an OpenAI-compatible server."""
