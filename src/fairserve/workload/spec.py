@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fairserve.core.model import SLO
+from fairserve.store.specs import load_yaml, validate
 from fairserve.workload import generate as gen
 from fairserve.workload import transform as tf
 from fairserve.workload.base import TraceError, Workload
@@ -497,29 +497,12 @@ def _apply_one(wl: Workload, t: Any, seed: int) -> Workload:
 
 def parse_spec(data: Any, origin: str = "<spec>") -> WorkloadSpec:
     """Validate a spec mapping; errors name the key path (``sources.0.arrival.cv``)."""
-    if not isinstance(data, dict):
-        raise TraceError(f"{origin}: a workload spec must be a mapping, got {type(data).__name__}")
-    try:
-        return WorkloadSpec.model_validate(data)
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "<top>"
-            lines.append(f"{origin}: {key}: {err['msg']}")
-        raise TraceError("invalid workload spec\n" + "\n".join(lines)) from None
+    return validate(data, WorkloadSpec, origin, "workload spec", TraceError)
 
 
 def load_spec(path: str | Path, *, seed: int | None = None) -> Workload:
     """Read a YAML spec file and build its workload."""
     path = Path(path)
-    if not path.exists():
-        raise TraceError(f"{path}: no such spec file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise TraceError(f"{path}: not valid YAML ({exc})") from exc
-    if data is None:
-        raise TraceError(f"{path}: the spec file is empty")
-    spec = parse_spec(data, str(path))
+    spec = load_yaml(path, WorkloadSpec, "workload spec", TraceError)
     wl = build(spec, path.parent, seed=seed)
     return wl.with_columns(meta={**wl.meta, "source": str(path), "format": "spec"})
