@@ -12,6 +12,7 @@ from fairserve.core.predict.latency import LatencyModel, fit_and_score
 from fairserve.core.route import ROUTERS
 from fairserve.cli.predictor import latency_telemetry
 from fairserve.sim.run import SimConfig, simulate
+from fairserve.store import load_latency_model, load_model, save_latency_model
 from fairserve.workload.spec import build, parse_spec
 
 
@@ -21,7 +22,7 @@ def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model, report = fit_and_score(states, ttft, e2e, budget)
     assert report.e2e_mae_pct < 40  # a rough but useful model
     path = tmp_path_factory.mktemp("latency") / "model.json"
-    model.save(path)
+    save_latency_model(model, path)
     return path
 
 
@@ -38,14 +39,14 @@ class View:
 
 
 def test_model_round_trips_through_json(model_path: Path) -> None:
-    model = LatencyModel.load(model_path)
+    model = load_latency_model(model_path)
     assert LatencyModel.from_dict(model.as_dict()) == model
     with pytest.raises(ValueError, match="missing or bad key"):
         LatencyModel.from_dict({"ttft": {}})
 
 
 def test_slo_aware_router_avoids_the_instance_about_to_prefill(model_path: Path) -> None:
-    router = ROUTERS.create("slo-aware", path=model_path)
+    router = ROUTERS.create("slo-aware", path=model_path, load=load_model)
     busy = View(0, num_decodes=20, decode_context_tokens=20_000, queued_prefill_tokens=60_000)
     idle = View(1, num_decodes=30, decode_context_tokens=30_000)
     req = Request(0, 0.0, 500, 100)
@@ -59,7 +60,7 @@ def test_slo_aware_router_needs_batch_composition(model_path: Path) -> None:
         index: int
         outstanding_tokens: int = 0
 
-    router = ROUTERS.create("slo-aware", path=model_path)
+    router = ROUTERS.create("slo-aware", path=model_path, load=load_model)
     with pytest.raises(TypeError, match="batch composition"):
         router.choose(Request(0, 0.0, 10, 10), [Plain(0), Plain(1)], 0.0)  # type: ignore[list-item]
 

@@ -118,10 +118,10 @@ def train_command(
     start = time.perf_counter()
     try:
         if use_text:
-            from fairserve.core.predict.embed import Embedder, EmbeddingUnavailable
+            from fairserve.store import EmbeddingUnavailable, load_embedder
 
             try:
-                embedder = Embedder()
+                embedder = load_embedder()
             except EmbeddingUnavailable as exc:
                 raise _fail(str(exc)) from None
         model = learned.train(
@@ -137,7 +137,9 @@ def train_command(
         raise _fail(str(exc)) from None
     model.metrics["train_s"] = round(time.perf_counter() - start, 2)
     model.metrics["source"] = source
-    model.save(out)
+    from fairserve.store import save_learned_model
+
+    save_learned_model(model, out)
     report = {"model_dir": os.fspath(out), **model.metrics}
     if as_json:
         typer.echo(json.dumps(report))
@@ -317,7 +319,9 @@ def latency_command(
         raise _fail(str(exc)) from None
     fitted, report = fit_and_score(states, ttft, e2e, budget, seed=seed)
     if out is not None:
-        fitted.save(out)
+        from fairserve.store import save_latency_model
+
+        save_latency_model(fitted, out)
     result = {"gpu": gpu, "model": model, **report.as_dict(), "coefficients": fitted.as_dict()}
     if as_json:
         typer.echo(json.dumps(result))

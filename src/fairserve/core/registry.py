@@ -101,7 +101,10 @@ class ComponentSpec:
 
 
 def _scalar(value: Any) -> str:
-    text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30).strip()
+    try:
+        text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30).strip()
+    except yaml.representer.RepresenterError:
+        return repr(value)  # an in-memory object (a fitted model) has no YAML form
     return text.removesuffix("\n...").removesuffix("...").strip()
 
 

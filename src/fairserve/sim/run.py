@@ -12,18 +12,18 @@ import numpy as np
 
 from fairserve.core.model import SLO, Request, Tenant
 from fairserve.core.policies import POLICIES, Policy
-from fairserve.core.predict import PREDICTORS
-from fairserve.core.predict.latency import LatencyModel
-from fairserve.core.route import ROUTERS
-from fairserve.core.route.latency import SloAdmission
+from fairserve.core.predict import PREDICTORS, Predictor
+from fairserve.core.registry import ComponentSpec, Registry
+from fairserve.core.route import ADMISSION, ROUTERS, Admission, Router
 from fairserve.metrics.records import RecordArrays, RequestRecords
 from fairserve.metrics.summary import EngineStats, Summary, summarize
 from fairserve.sim import loop
 from fairserve.sim.cluster import Cluster
-from fairserve.sim.config import EngineConfig
+from fairserve.sim.config import EngineConfig, engine_config_from
 from fairserve.sim.cost import CostModel, cost_model
 from fairserve.sim.engine import Engine
 from fairserve.sim.reference import ReferenceEngine
+from fairserve.store import load_model
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +50,17 @@ class InstanceSpec:
 
 PLACEMENTS = ("gateway", "engine")
 
+#: What a config accepts for a component: a spec, ``name:key=value,...`` or ``{name, params}``.
+ComponentLike = ComponentSpec | str | Mapping[str, Any]
+
+# The config's component fields and the registry that checks and builds each.
+_KINDS: tuple[tuple[str, Registry[Any]], ...] = (
+    ("policy", POLICIES),
+    ("router", ROUTERS),
+    ("predictor", PREDICTORS),
+    ("admission", ADMISSION),
+)
+
 
 @dataclass(frozen=True, slots=True)
 class SimConfig:
@@ -62,38 +73,34 @@ class SimConfig:
     own instance of the policy (as if the engine ran it), which then also
     chooses preemption victims. ``tenants``: weights, priorities and SLOs the
     policies read. ``predictor``: sets ``predicted_output_tokens`` at arrival
-    and observes real lengths at the end.
+    and observes real lengths at the end. ``admission``: refuses requests at
+    arrival (``slo:model=PATH,slack=0.5``: those predicted to miss their TTFT
+    objective, with a latency model from ``fairserve predictor latency --out``).
+
+    Components are given as :class:`ComponentSpec`, a ``name:key=value,...``
+    string or a ``{name, params}`` mapping, and are held as specs (checked
+    against their registry on construction). ``seed`` is handed to every
+    component that takes one (random routers, noisy predictors).
     """
 
     instances: tuple[InstanceSpec, ...] = (InstanceSpec(),)
-    policy: str = "fifo"
-    router: str = "round-robin"
+    policy: ComponentLike = "fifo"
+    router: ComponentLike = "round-robin"
     placement: str = "gateway"
     max_engine_waiting: int = 8
-    predictor: str | None = None
+    predictor: ComponentLike | None = None
+    admission: ComponentLike | None = None
     tenants: tuple[Tenant, ...] = ()
-    policy_params: Mapping[str, Any] = field(default_factory=dict)
-    router_params: Mapping[str, Any] = field(default_factory=dict)
-    predictor_params: Mapping[str, Any] = field(default_factory=dict)
-    # SLO-aware admission: refuse requests predicted to miss their TTFT objective
-    # (a latency model written by `fairserve predictor latency --out PATH`).
-    admission_model: Path | None = None
-    admission_slack: float = 1.0
+    seed: int = 0
     reference: bool = False  # the slow per-step engine (tests, validation)
 
     def __post_init__(self) -> None:
         if not self.instances:
             raise ValueError("config: instances must not be empty")
-        named = [
-            ("policy", self.policy, POLICIES.names()),
-            ("router", self.router, ROUTERS.names()),
-        ]
-        if self.predictor is not None:
-            named.append(("predictor", self.predictor, PREDICTORS.names()))
-        for key, name, known in named:
-            # A dotted path names a third-party class; the registry imports it.
-            if name not in known and "." not in name and ":" not in name:
-                raise ValueError(f"config: unknown {key} {name!r}; known: {', '.join(known)}")
+        for key, registry in _KINDS:
+            value = getattr(self, key)
+            if value is not None:
+                object.__setattr__(self, key, registry.check(value))
         if self.placement not in PLACEMENTS:
             raise ValueError(
                 f"config: placement must be one of {', '.join(PLACEMENTS)}, got {self.placement!r}"
@@ -103,13 +110,73 @@ class SimConfig:
                 f"config: max_engine_waiting must be >= 1, got {self.max_engine_waiting}"
             )
 
+    @classmethod
+    def from_options(
+        cls,
+        options: Mapping[str, Any],
+        tenants: Iterable[Tenant] = (),
+        *,
+        policy: ComponentLike = "fifo",
+        router: ComponentLike = "round-robin",
+        predictor: ComponentLike | None = None,
+        admission: ComponentLike | None = None,
+    ) -> SimConfig:
+        """The deployment that CLI options or a sweep's ``deployment`` describe.
+
+        ``options`` has the keys of ``fairserve simulate``'s deployment options
+        (``gpu``, ``model``, ``tp``, ``instances``, the engine limits,
+        ``placement``, ``max_engine_waiting``; ``profile``, ``reference`` and
+        ``seed`` may be left out). The one builder the CLI and sweeps share.
+        """
+        profile = options.get("profile")
+        spec = InstanceSpec(
+            options["gpu"],
+            options["model"],
+            options["tp"],
+            options["instances"],
+            engine_config_from(options),
+            Path(profile) if profile is not None else None,
+        )
+        return cls(
+            instances=(spec,),
+            policy=policy,
+            router=router,
+            placement=options["placement"],
+            max_engine_waiting=options["max_engine_waiting"],
+            predictor=predictor,
+            admission=admission,
+            tenants=tuple(tenants),
+            seed=options.get("seed", 0),
+            reference=options.get("reference", False),
+        )
+
     def tenant_map(self) -> dict[str, Tenant]:
         """Tenants by name."""
         return {t.name: t for t in self.tenants}
 
+    def context(self) -> dict[str, Any]:
+        """What the registries hand the factories that take it (see ``Registry.build``)."""
+        return {"seed": self.seed, "tenants": self.tenant_map(), "load": load_model}
+
     def make_policy(self) -> Policy:
         """A fresh instance of the configured policy."""
-        return POLICIES.create(self.policy, tenants=self.tenant_map(), **self.policy_params)
+        return POLICIES.build(self.policy, **self.context())
+
+    def make_router(self) -> Router:
+        """A fresh instance of the configured router."""
+        return ROUTERS.build(self.router, **self.context())
+
+    def make_predictor(self) -> Predictor | None:
+        """A fresh instance of the configured predictor, or None."""
+        if self.predictor is None:
+            return None
+        return PREDICTORS.build(self.predictor, **self.context())
+
+    def make_admission(self, predictor: Predictor | None = None) -> Admission | None:
+        """A fresh instance of the configured admission, or None."""
+        if self.admission is None:
+            return None
+        return ADMISSION.build(self.admission, predictor=predictor, **self.context())
 
 
 @dataclass(frozen=True)
@@ -168,28 +235,19 @@ def simulate(
     records = RequestRecords()
     if config.placement == "engine":
         # Route on arrival: the global queue only hands requests straight on.
-        queue: Policy = POLICIES.create("fifo")
+        queue: Policy = POLICIES.build("fifo")
         cap = 1 << 62
     else:
         queue, cap = config.make_policy(), config.max_engine_waiting
     engines = build_engines(config, records, queue)
-    predictor = (
-        PREDICTORS.create(config.predictor, **config.predictor_params)
-        if config.predictor is not None
-        else None
-    )
-    admission = None
-    if config.admission_model is not None:
-        slos = {t.name: t.slo for t in config.tenants}
-        model = LatencyModel.load(config.admission_model)
-        admission = SloAdmission(model, slos, config.admission_slack)
+    predictor = config.make_predictor()
     cluster = Cluster(
         engines,
-        ROUTERS.create(config.router, **config.router_params),
+        config.make_router(),
         queue,
         cap,
         predictor=predictor,
-        admission=admission,
+        admission=config.make_admission(predictor),
         records=records,
     )
     start = time.perf_counter()

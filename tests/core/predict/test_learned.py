@@ -13,6 +13,8 @@ import pytest
 from fairserve.core.model import Request
 from fairserve.core.predict import PREDICTORS
 from fairserve.core.predict.metrics import accuracy, kendall_tau, mae_tokens, rmse_tokens
+from fairserve.core.registry import ComponentSpec
+from fairserve.store import load_model, save_learned_model
 from tests.core.predict.helpers import req
 
 pytest.importorskip("sklearn", reason="the learned predictor needs the 'learned' extra")
@@ -53,10 +55,10 @@ def test_learned_beats_tenant_mean_and_round_trips(tmp_path: Path) -> None:
     m = model.metrics
     assert m["learned"]["mae_tokens"] < 0.5 * m["tenant_mean_baseline"]["mae_tokens"], m
     assert m["learned"]["kendall_tau"] > 0.7
-    model.save(tmp_path / "model")
+    save_learned_model(model, tmp_path / "model")
     meta = json.loads((tmp_path / "model" / "meta.json").read_text())
     assert meta["text"] is False and meta["tenants"] == ["a", "b", "c"]
-    p = PREDICTORS.create("learned", path=tmp_path / "model")
+    p = PREDICTORS.build(ComponentSpec("learned", {"path": tmp_path / "model"}), load=load_model)
     fresh = feature_requests(200, seed=2)
     pred = [p.predict(r).mean_tokens for r in fresh]
     base = [float(np.mean([r.output_tokens for r in reqs if r.tenant == f.tenant])) for f in fresh]
@@ -99,16 +101,19 @@ def test_learned_needs_a_model() -> None:
     with pytest.raises(ValueError, match="exactly one"):
         learned.LearnedPredictor()
     with pytest.raises(FileNotFoundError, match="predictor train"):
+        learned.LearnedPredictor(path="/nonexistent/model", load=load_model)
+    with pytest.raises(ValueError, match=r"load=fairserve\.store\.load_model"):
         learned.LearnedPredictor(path="/nonexistent/model")
 
 
 def test_embeddings_load_offline_and_are_384_d(monkeypatch: pytest.MonkeyPatch) -> None:
-    from fairserve.core.predict.embed import EMBEDDING_DIM, Embedder, EmbeddingUnavailable
+    from fairserve.core.predict.embed import EMBEDDING_DIM
+    from fairserve.store import EmbeddingUnavailable, load_embedder
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     try:
-        embedder = Embedder()
+        embedder = load_embedder()
     except EmbeddingUnavailable as exc:
         pytest.skip(f"embedding package missing: {exc}")
     vectors = embedder.embed(["How do I bake bread?", "Recipe for sourdough bread", "Fix my SQL"])

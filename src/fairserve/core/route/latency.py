@@ -1,12 +1,17 @@
-"""SLO-aware routing and admission with the latency predictor."""
+"""SLO-aware routing and admission with the latency predictor.
+
+Both take the fitted :class:`LatencyModel` or a saved one's path, which the
+``load`` function of the build context opens (see :mod:`fairserve.core.predict.saved`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 
-from fairserve.core.model import SLO, Request
+from fairserve.core.model import SLO, Request, Tenant
 from fairserve.core.predict.latency import LatencyModel
+from fairserve.core.predict.saved import Loader, resolve_model
+from fairserve.core.route.admission import ADMISSION
 from fairserve.core.route.base import ROUTERS, BatchView, InstanceView
 
 
@@ -30,13 +35,13 @@ def predicted_latency(
     )
 
 
-def _load(model: LatencyModel | None, path: str | Path | None) -> LatencyModel:
+def _model(model: object, path: object, load: Loader | None, what: str) -> LatencyModel:
     if (model is None) == (path is None):
         raise ValueError(
-            "slo-aware: pass exactly one of model= or path= (a model written by "
+            f"{what}: pass exactly one of model= or path= (a model written by "
             "`fairserve predictor latency --out PATH`)"
         )
-    return model if model is not None else LatencyModel.load(Path(str(path)))
+    return resolve_model(model if model is not None else path, LatencyModel, load, what)
 
 
 @ROUTERS.register("slo-aware")
@@ -47,18 +52,21 @@ class SloAwareRouter:
     their KV context, prefill tokens queued ahead) and the request's prompt and
     predicted output (HyGen-style batch-latency prediction), so a short request
     avoids an instance about to prefill a long prompt even when request counts
-    are equal. ``objective``: ``ttft`` or ``e2e``.
+    are equal. ``objective``: ``ttft`` or ``e2e``. ``model`` is a
+    :class:`LatencyModel` or a saved model's path (``path`` is the same as a
+    path); a path is opened with ``load``.
     """
 
     def __init__(
         self,
-        model: LatencyModel | None = None,
-        path: str | Path | None = None,
+        model: LatencyModel | object | None = None,
+        path: object | None = None,
         objective: str = "ttft",
+        load: Loader | None = None,
     ) -> None:
         if objective not in ("ttft", "e2e"):
             raise ValueError(f"slo-aware: objective must be ttft or e2e, got {objective!r}")
-        self.model = _load(model, path)
+        self.model = _model(model, path, load, "slo-aware")
         self._index = 0 if objective == "ttft" else 1
 
     def choose(self, req: Request, candidates: Sequence[InstanceView], now: float) -> int:
@@ -106,3 +114,18 @@ class SloAdmission:
             f"rejected at admission: predicted TTFT {best:.2f} s exceeds "
             f"{self.slack:g} x the {slo.name!r} objective of {slo.ttft_s:g} s"
         )
+
+
+@ADMISSION.register("slo")
+def slo_admission(
+    model: LatencyModel | object,
+    slack: float = 1.0,
+    tenants: Mapping[str, Tenant] | None = None,
+    load: Loader | None = None,
+) -> SloAdmission:
+    """:class:`SloAdmission` with the TTFT objectives of ``tenants`` (context).
+
+    ``model``: a :class:`LatencyModel` or a saved model's path (opened with ``load``).
+    """
+    slos = {name: tenant.slo for name, tenant in (tenants or {}).items()}
+    return SloAdmission(_model(model, None, load, "slo admission"), slos, slack)
