@@ -25,8 +25,8 @@ from typer.testing import CliRunner
 
 from fairserve.cli.app import app as fairserve_app
 from fairserve.core.policies import POLICIES
-from fairserve.loadgen.bench import plan, run_bench
 from fairserve.engine_server.server import EngineSettings
+from fairserve.loadgen.bench import plan, run_bench
 from fairserve.metrics.summary import summarize
 from fairserve.sim.config import EngineConfig
 from fairserve.workload import load

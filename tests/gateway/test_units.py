@@ -10,17 +10,18 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from fairserve.cli.gateway import register
 from fairserve.core.model import Request
 from fairserve.core.policies import POLICIES
 from fairserve.core.route import ROUTERS
 from fairserve.gateway.backends.openai_http import parse_engine_metrics
-from fairserve.loadgen.bench import BenchError, check_url, synthetic_prompt
+from fairserve.gateway.backends.state import BackendState
 from fairserve.gateway.config import ConfigError, parse_config
-from fairserve.gateway.dispatch import BackendState, QueueTimeout, Scheduler, TicketState
+from fairserve.gateway.dispatch import QueueTimeout, Scheduler, TicketState
 from fairserve.gateway.errors import APIError
 from fairserve.gateway.protocol import Endpoint, estimate_tokens, parse_request
 from fairserve.gateway.tenants import Tenants, TokenBucket
-from fairserve.cli.gateway import register
+from fairserve.loadgen.bench import BenchError, check_url, synthetic_prompt
 from fairserve.metrics.records import RequestRecords
 from fairserve.sim.config import EngineConfig
 from fairserve.sim.cost import cost_model

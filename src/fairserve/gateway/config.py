@@ -5,18 +5,38 @@ greater than 0``). Building a config does no I/O; :func:`load_config` reads
 the file. API keys are hashed (SHA-256) as soon as the config is built: give
 either ``api_key`` (plain, for demos) or ``api_key_sha256`` (the hex digest,
 for production: ``printf %s "$KEY" | sha256sum``).
+
+The scheduling components (``policy``, ``router``, ``predictor``,
+``admission``) are component specs, written as in the simulator's CLI
+(``prefix-affinity:imbalance=2``) or as ``{name: ..., params: {...}}``; their
+names and parameter names are checked against the registries when the config
+is built, so a typo is a config error naming the key and the allowed values.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from fairserve.core.model import SLO, Tenant
+from fairserve.core.policies import POLICIES
+from fairserve.core.predict import PREDICTORS
+from fairserve.core.registry import ComponentError, ComponentSpec, Registry
+from fairserve.core.route import ADMISSION, ROUTERS
+from fairserve.store.specs import load_yaml, validate
 
 
 class ConfigError(ValueError):
@@ -123,19 +143,72 @@ class ServerConfig(_Model):
     record_requests: bool = False
 
 
-class GatewayConfig(_Model):
-    """The whole gateway: tenants, backends and the scheduling components by name."""
+def _component(value: Any) -> ComponentSpec:
+    try:
+        return ComponentSpec.of(value)
+    except ComponentError as exc:
+        raise PydanticCustomError("component", str(exc)) from None
 
-    policy: str = "fifo"
-    policy_params: dict[str, Any] = Field(default_factory=dict)
-    router: str = "least-tokens"
-    predictor: str | None = None
-    predictor_params: dict[str, Any] = Field(default_factory=dict)
+
+def _checked(registry: Registry[Any]) -> Callable[[ComponentSpec | None], ComponentSpec | None]:
+    def check(spec: ComponentSpec | None) -> ComponentSpec | None:
+        if spec is None:
+            return None
+        try:
+            return registry.check(spec)
+        except ComponentError as exc:  # a plain message: no "Value error, " prefix
+            raise PydanticCustomError("component", str(exc)) from None
+
+    return check
+
+
+#: A component spec in a config: ``name[:key=value,...]`` or ``{name, params}``.
+Component = Annotated[
+    ComponentSpec, PlainValidator(_component), PlainSerializer(ComponentSpec.to_dict)
+]
+
+
+class GatewayConfig(_Model):
+    """The whole gateway: tenants, backends and the scheduling components.
+
+    ``policy_params`` and ``predictor_params`` (older configs) are folded into
+    the ``policy`` and ``predictor`` specs' parameters. ``seed`` seeds the
+    components that draw random numbers (``p2c``).
+    """
+
+    policy: Component = Field(default_factory=lambda: ComponentSpec("fifo"))
+    router: Component = Field(default_factory=lambda: ComponentSpec("least-tokens"))
+    predictor: Component | None = None
+    admission: Component | None = None
+    seed: int = 0
     models: list[str] = Field(default_factory=list)
     tenants: dict[str, TenantConfig] = Field(min_length=1)
     backends: list[BackendConfig] = Field(min_length=1)
     dispatch: DispatchConfig = DispatchConfig()
     server: ServerConfig = ServerConfig()
+
+    _policy = field_validator("policy")(_checked(POLICIES))
+    _router = field_validator("router")(_checked(ROUTERS))
+    _predictor = field_validator("predictor")(_checked(PREDICTORS))
+    _admission = field_validator("admission")(_checked(ADMISSION))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fold_params(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for key, default in (("policy", "fifo"), ("predictor", None)):
+            params = data.pop(f"{key}_params", None)
+            if not params:
+                continue
+            if not isinstance(params, dict):
+                raise ValueError(f"{key}_params must be a mapping of key: value")
+            base = data.get(key, default)
+            if base is None:
+                raise ValueError(f"{key}_params needs a {key}")
+            data[key] = _component(base).with_params(**params)
+        return data
 
     @model_validator(mode="after")
     def _distinct_keys(self) -> GatewayConfig:
@@ -152,27 +225,11 @@ class GatewayConfig(_Model):
         return {name: t.tenant(name) for name, t in self.tenants.items()}
 
 
-def _where(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
-
-
 def parse_config(data: Any, source: str = "config") -> GatewayConfig:
     """Validate a parsed YAML/JSON document; ``ConfigError`` names the key."""
-    try:
-        return GatewayConfig.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"{source}: {_where(first['loc'])}: {first['msg']}{more}") from None
+    return validate(data, GatewayConfig, source, "gateway config", ConfigError)
 
 
 def load_config(path: str | Path) -> GatewayConfig:
     """Read and validate a gateway YAML file."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_config(data, str(path))
+    return load_yaml(path, GatewayConfig, "gateway config", ConfigError)

@@ -99,9 +99,15 @@ class Tenants:
                            type="authentication_error", code="invalid_api_key")  # fmt: skip
         return found
 
-    @staticmethod
-    def admit(tenant: TenantState, prompt_tokens: int, max_tokens: int, now_s: float) -> None:
+    @classmethod
+    def admit(cls, tenant: TenantState, prompt_tokens: int, max_tokens: int, now_s: float) -> None:
         """Check the tenant's limits for one request and charge its buckets; 400/429 if over."""
+        cls.check(tenant, prompt_tokens, max_tokens, now_s)
+        cls.charge(tenant, prompt_tokens, max_tokens, now_s)
+
+    @staticmethod
+    def check(tenant: TenantState, prompt_tokens: int, max_tokens: int, now_s: float) -> None:
+        """Raise the 400/429 the tenant's limits give one request; charge nothing."""
         limits = tenant.limits
         if limits.max_prompt_tokens is not None and prompt_tokens > limits.max_prompt_tokens:
             raise APIError(
@@ -143,7 +149,11 @@ class Tenants:
                 code="rate_limit_exceeded",
                 headers=_retry_after(wait),
             )
+
+    @staticmethod
+    def charge(tenant: TenantState, prompt_tokens: int, max_tokens: int, now_s: float) -> None:
+        """Take one admitted request from the tenant's buckets (after :meth:`check`)."""
         if tenant.requests is not None:
             tenant.requests.take(1, now_s)
         if tenant.tokens is not None:
-            tenant.tokens.take(cost_tokens, now_s)
+            tenant.tokens.take(prompt_tokens + max_tokens, now_s)

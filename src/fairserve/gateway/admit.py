@@ -1,0 +1,86 @@
+"""Admission: a parsed request becomes a :class:`.Flight`, or an early 429/400.
+
+In order: the tenant's limits (prompt size, queue cap, request and token
+rates: :meth:`.Tenants.check`); the core request, with the predictor's
+output-length estimate when one is configured; the admission component when
+one is configured (``slo``: refuse a request predicted to miss its TTFT
+objective on every healthy backend, counting the prompts queued ahead); only
+then are the tenant's rate buckets charged, so a refused request costs the
+tenant nothing. The flight is opened in the ledger.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+from fairserve.core.model import Request
+from fairserve.core.predict import Predictor
+from fairserve.core.route.admission import Admission
+from fairserve.gateway.dispatch import Scheduler
+from fairserve.gateway.errors import APIError
+from fairserve.gateway.flight import Flight
+from fairserve.gateway.ledger import Ledger
+from fairserve.gateway.protocol import ParsedRequest
+from fairserve.gateway.tenants import Tenants, TenantState
+
+
+class Admitter:
+    """Limits, prediction and admission for each request; opens its flight."""
+
+    def __init__(
+        self,
+        tenants: Tenants,
+        predictor: Predictor | None,
+        admission: Admission | None,
+        scheduler: Scheduler,
+        ledger: Ledger,
+        default_max_tokens: int,
+        clock: Callable[[], float],
+    ) -> None:
+        self.tenants = tenants
+        self.predictor = predictor
+        self.admission = admission
+        self.scheduler = scheduler
+        self.ledger = ledger
+        self.default_max_tokens = default_max_tokens
+        self.clock = clock
+        self._ids = itertools.count()
+
+    def admit(self, tenant: TenantState, parsed: ParsedRequest) -> Flight:
+        """The admitted request's flight, or an :class:`APIError` naming the limit."""
+        now = self.clock()
+        max_tokens = parsed.max_tokens or self.default_max_tokens
+        try:
+            self.tenants.check(tenant, parsed.prompt_tokens, max_tokens, now)
+            req = self._request(tenant, parsed, max_tokens, now)
+            self._refuse_if_predicted_late(req)
+        except APIError as exc:
+            exc.tenant = tenant.name
+            raise
+        self.tenants.charge(tenant, parsed.prompt_tokens, max_tokens, now)
+        flight = Flight(req, tenant, parsed)
+        self.ledger.open(flight)
+        return flight
+
+    def _request(
+        self, tenant: TenantState, parsed: ParsedRequest, max_tokens: int, now: float
+    ) -> Request:
+        req = Request(
+            next(self._ids), now, parsed.prompt_tokens, max_tokens, tenant=tenant.name,
+            priority=tenant.core.priority, slo_class=tenant.core.slo.name,
+            max_tokens=parsed.max_tokens, model=parsed.model, text=parsed.text,
+        )  # fmt: skip
+        if self.predictor is not None:
+            req.predicted_output_tokens = round(self.predictor.predict(req).mean_tokens)
+        return req
+
+    def _refuse_if_predicted_late(self, req: Request) -> None:
+        if self.admission is None:
+            return
+        healthy = [b for b in self.scheduler.backends if b.healthy]
+        reason = self.admission.reason(req, healthy, self.scheduler.queued_prompt_tokens)
+        if reason is not None:
+            raise APIError(429, f"{reason[:1].upper()}{reason[1:]}; retry later.",
+                           type="rate_limit_error", code="slo_unattainable",
+                           headers={"Retry-After": "1"})  # fmt: skip
