@@ -12,7 +12,6 @@ import itertools
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -440,8 +439,3 @@ def _raise_first(bad: np.ndarray, column: str, expected: str, values: np.ndarray
         if isinstance(shown, float) and math.isfinite(shown) and shown == int(shown):
             shown = int(shown)
         raise TraceError(f"row {i}: column {column!r}: expected {expected}, got {shown!r}")
-
-
-def describe_path(path: str | Path) -> str:
-    """How a file is named in error messages: its name as the user gave it."""
-    return str(path)

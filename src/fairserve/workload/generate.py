@@ -67,11 +67,6 @@ class TenantMix:
 TenantsArg = Sequence[TenantMix | tuple[str, float]] | None
 
 
-def as_rng(seed: int | np.random.Generator) -> np.random.Generator:
-    """A generator from a seed (or the generator itself)."""
-    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-
-
 # ---------------------------------------------------------------- arrivals
 def _check_rate(rate_per_s: float) -> None:
     if not (rate_per_s > 0 and math.isfinite(rate_per_s)):

@@ -113,11 +113,6 @@ class KeyedQueue:
         entry = self._top()
         return None if entry is None else entry[3]
 
-    def peek_key(self) -> float | None:
-        """The smallest key."""
-        entry = self._top()
-        return None if entry is None else entry[0]
-
     def pop(self) -> Request | None:
         """Remove and return the request with the smallest key."""
         entry = self._top()
