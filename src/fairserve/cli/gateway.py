@@ -87,8 +87,10 @@ def serve_cmd(
     try:
         cfg = load_config(config)
         app = create_app(cfg)
-    except (ConfigError, GatewayError) as exc:
+    except ConfigError as exc:
         raise _fail(str(exc)) from exc
+    except GatewayError as exc:  # a component that cannot be built with these values
+        raise _fail(f"{config}: {exc}") from exc
     server_cfg = cfg.server
     uv = _uvicorn_config(
         app, host or server_cfg.host, server_cfg.port if port is None else port, access_log

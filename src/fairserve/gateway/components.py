@@ -53,4 +53,4 @@ def build_components(config: GatewayConfig) -> Components:
             admission=admission,
         )
     except ComponentError as exc:
-        raise GatewayError(f"config: {exc}") from None
+        raise GatewayError(str(exc)) from None
