@@ -1,6 +1,8 @@
 """The live gateway: an OpenAI-compatible HTTP server that runs the core's policies.
 
-``app.create_app(config)`` builds the ASGI app; ``engine_server`` is a simulated
-OpenAI-compatible engine that runs the simulator's engine model in real time;
-``bench`` replays a workload against any OpenAI-compatible endpoint.
+``app.create_app(config)`` builds the ASGI app. A request goes through
+:mod:`.parse`, :mod:`.admit`, :mod:`.dispatch` and :mod:`.connect`,
+:mod:`.relay` and :mod:`.ledger`, carrying its :class:`~.flight.Flight`.
+The simulated engine it fronts in demos and tests is :mod:`fairserve.engine_server`;
+the load generator is :mod:`fairserve.loadgen`.
 """
