@@ -67,7 +67,7 @@ def violations(source: str) -> Iterator[tuple[int, str]]:
             names = [node.module]
         for name in names:
             if name.split(".")[0] in FORBIDDEN_MODULES:
-                yield node.lineno, f"import {name}"
+                yield getattr(node, "lineno", 0), f"import {name}"
         if isinstance(node, ast.Call):
             func = node.func
             if (isinstance(func, ast.Name) and func.id in FORBIDDEN_FUNCTIONS) or (

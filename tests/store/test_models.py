@@ -75,7 +75,8 @@ def test_slo_admission_from_the_registry(tmp_path: Path) -> None:
     assert isinstance(admission, SloAdmission)
     assert admission.model == MODEL and admission.slack == 2.0
     assert admission.slos["chat"].ttft_s == 0.5
-    assert ADMISSION.build(ComponentSpec("slo", {"model": MODEL})).slack == 1.0
+    default = ADMISSION.build(ComponentSpec("slo", {"model": MODEL}))
+    assert isinstance(default, SloAdmission) and default.slack == 1.0
     assert ADMISSION.parameters("slo") == ["model", "slack"]
     with pytest.raises(ComponentError, match="slack must be > 0"):
         ADMISSION.build(ComponentSpec("slo", {"model": MODEL, "slack": 0}))
@@ -114,7 +115,8 @@ def test_learned_model_round_trips_without_its_embedder(tmp_path: Path) -> None:
     assert meta["kind"] == "fairserve-learned-length-predictor" and meta["text"] is False
     loaded = load_model(folder)
     assert isinstance(loaded, LearnedModel) and loaded.tenants == ("t0", "t1")
-    assert load_model(folder / "model.pkl").tenants == loaded.tenants
+    by_file = load_model(folder / "model.pkl")
+    assert isinstance(by_file, LearnedModel) and by_file.tenants == loaded.tenants
     assert load_learned_model(folder).metrics == model.metrics
     reqs = _requests(5)
     by_path = LearnedPredictor(path=folder, load=load_model)
