@@ -53,7 +53,8 @@ def stale_extensions(package_dir: Path) -> list[StaleExtension]:
     stale = []
     for path in sorted(package_dir.rglob("*")):
         stem = _module_stem(path)
-        if stem is None or not path.is_file():
+        # mypyc's shared runtime library (``<group>__mypyc``) has no source by design.
+        if stem is None or stem.endswith("__mypyc") or not path.is_file():
             continue
         source = path.with_name(stem + ".py")
         if not source.is_file():

@@ -32,6 +32,7 @@ def test_guard_flags_extensions_older_than_their_source_or_without_one(tmp_path:
     old = _touch(pkg / "sub" / f"edited{EXT}", 2000)  # source edited since the build
     orphan = _touch(pkg / f"gone{EXT}", 2000)  # source renamed or split
     _touch(pkg / "__pycache__" / "fresh.cpython-311.pyc", 1)  # bytecode is not an extension
+    _touch(pkg / f"0a1b2c__mypyc{EXT}", 1)  # mypyc's runtime library: no source by design
     stale = stale_extensions(pkg)
     assert [(s.path, s.why) for s in stale] == [
         (orphan, Staleness.NO_SOURCE),
