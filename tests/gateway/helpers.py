@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from fairserve.gateway.app import Gateway, create_app
@@ -46,14 +45,3 @@ def gateway_thread(config: GatewayConfig) -> Iterator[tuple[ServerThread, Gatewa
 def ended_total(gateway: Gateway) -> int:
     """Admitted requests that have ended."""
     return sum(gateway.outcomes.values())
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> bool:
-    """Poll ``predicate`` until true or ``timeout_s`` (the server thread ends requests a moment
-    after the client has read the last byte)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False

@@ -19,8 +19,9 @@ from fairserve.core.route.base import BatchView
 from fairserve.gateway.backends.state import BackendState, Load
 from fairserve.gateway.config import ConfigError, parse_config
 from fairserve.store import save_latency_model
-from tests.gateway.helpers import KEY_A, KEY_B, MODEL, gateway_config, gateway_thread, wait_until
+from tests.gateway.helpers import KEY_A, KEY_B, MODEL, gateway_config, gateway_thread
 from tests.gateway.servers import ServerThread, engine_thread
+from tests.helpers import wait_until
 
 # TTFT = 1 ms per prefill token (queued ahead + the prompt); E2E adds 10 ms per output token.
 MS_PER_PREFILL_TOKEN = (1e-3,) + (0.0,) * (len(TTFT_TERMS) - 1)

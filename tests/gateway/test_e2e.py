@@ -12,6 +12,7 @@ import pytest
 from fairserve.gateway.app import Gateway
 from tests.gateway.helpers import KEY_A, KEY_B, MODEL, ended_total, gateway_config, gateway_thread
 from tests.gateway.servers import ServerThread, engine_thread
+from tests.helpers import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +30,6 @@ def gateway(engines: tuple[ServerThread, ServerThread]) -> Iterator[tuple[str, G
     config = gateway_config([e.url for e in engines], tenants=tenants)
     with gateway_thread(config) as (server, state):
         yield server.url, state
-
-
-def _wait(predicate: object, timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def test_openai_client_chat_and_completions(gateway: tuple[str, Gateway]) -> None:
@@ -137,7 +129,7 @@ def test_queue_timeout_is_503() -> None:
                 err = _error(late, 503)
                 assert err["code"] == "queue_timeout" and "max_queue_wait_s" in str(err["message"])
                 assert "retry-after" in late.headers
-            assert _wait(lambda: state.admitted == ended_total(state))
+            assert wait_until(lambda: state.admitted == ended_total(state))
             assert state.outcomes["expired"] == 1
 
 
@@ -164,8 +156,8 @@ def test_disconnect_mid_stream_frees_capacity() -> None:
                 assert state.backends[0].inflight == 1
                 assert _engine_running(engine.url) == 1
             # the client is gone: the gateway cancels upstream, the engine frees the sequence
-            assert _wait(lambda: state.backends[0].inflight == 0)
-            assert _wait(lambda: _engine_running(engine.url) == 0)
+            assert wait_until(lambda: state.backends[0].inflight == 0)
+            assert wait_until(lambda: _engine_running(engine.url) == 0)
             assert state.outcomes["cancelled"] == 1
             started = time.monotonic()
             assert _post(server.url, GOOD).status_code == 200  # the one slot is free again

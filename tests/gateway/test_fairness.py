@@ -30,8 +30,9 @@ from fairserve.loadgen.bench import plan, run_bench
 from fairserve.metrics.summary import summarize
 from fairserve.sim.config import EngineConfig
 from fairserve.workload import load
-from tests.gateway.helpers import KEY_A, KEY_B, gateway_config, gateway_thread, wait_until
+from tests.gateway.helpers import KEY_A, KEY_B, gateway_config, gateway_thread
 from tests.gateway.servers import engine_thread
+from tests.helpers import wait_until
 
 TIME_SCALE = 2.0
 MODEL = "Llama-3.1-8B"

@@ -13,6 +13,7 @@ import yaml
 
 from tests.gateway.helpers import KEY_A, MODEL, ended_total, gateway_config, gateway_thread
 from tests.gateway.servers import Proc, engine_thread, free_port
+from tests.helpers import wait_until, wait_until_async
 
 
 def _engine_proc() -> Proc:
@@ -53,9 +54,7 @@ def test_engine_killed_mid_run_loses_nothing_counts_nothing_twice() -> None:
                     # Kill e2 once it is streaming answers (on a loaded machine the
                     # gateway may take a while to dispatch): wait until it holds
                     # requests, then a little longer so tokens are flowing.
-                    deadline = time.monotonic() + 20
-                    while state.backends[1].inflight < 5 and time.monotonic() < deadline:
-                        await asyncio.sleep(0.01)
+                    await wait_until_async(lambda: state.backends[1].inflight >= 5, 20)
                     await asyncio.sleep(0.1)
                     e2.kill()
                     more = [
@@ -65,9 +64,7 @@ def test_engine_killed_mid_run_loses_nothing_counts_nothing_twice() -> None:
                     return await asyncio.gather(*tasks, *more)
 
             results = asyncio.run(run())
-            deadline = time.monotonic() + 5
-            while ended_total(state) < state.admitted and time.monotonic() < deadline:
-                time.sleep(0.01)
+            wait_until(lambda: ended_total(state) >= state.admitted)
             kinds = [kind for kind, _ in results]
             # every client got an answer: a full one, or an error event if its engine died mid-answer
             assert set(kinds) <= {"completed", "error"}, kinds

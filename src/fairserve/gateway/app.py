@@ -78,7 +78,7 @@ class Gateway:
         return self.ledger.admitted
 
     @property
-    def outcomes(self) -> Counter[End]:
+    def outcomes(self) -> Counter[str]:
         """How the admitted requests that ended, ended."""
         return self.ledger.outcomes
 

@@ -40,7 +40,7 @@ class Ledger:
         self.records = records
         self.clock = clock
         self.admitted = 0
-        self.outcomes: Counter[End] = Counter()
+        self.outcomes: Counter[str] = Counter()  # by End (a str)
         self.flights: set[Flight] = set()
         self.idle = asyncio.Event()  # set while no flight is open
         self.idle.set()
