@@ -149,3 +149,55 @@ def test_compare_rejects_an_unknown_policy() -> None:
     proc = fairserve("compare", "--policies", "fifo,nope", "--requests", "10")
     assert proc.returncode != 0
     assert "unknown policy 'nope'" in proc.stderr and "vtc" in proc.stderr
+
+
+def test_compare_takes_parameterised_routers_and_policies(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.csv"
+    write_trace(trace)
+    proc = fairserve(
+        "compare", "--trace", str(trace), "--policies", "fifo,vtc",
+        "--router", "prefix-affinity:imbalance=2", "--instances", "2", "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [(r["policy"], r["router"]) for r in rows] == [
+        ("fifo", "prefix-affinity:imbalance=2"), ("vtc", "prefix-affinity:imbalance=2"),
+    ]  # fmt: skip
+    assert all(r["completed"] == 60 for r in rows)
+
+
+def test_compare_lists_continue_a_component_after_a_comma() -> None:
+    # sjf's two parameters, then vtc: two policies; a mapping value keeps its commas.
+    proc = fairserve(
+        "compare", "--policies", "sjf:prompt_weight=1,default_output_tokens=100,vtc",
+        "--requests", "40",
+        "--predictors", "driftsched:priors_tokens={chat: 200, code: 50},alpha=0.2", "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [r["policy"] for r in rows] == ["sjf:prompt_weight=1,default_output_tokens=100", "vtc"]
+    assert rows[0]["predictor"] == "driftsched:priors_tokens={chat: 200, code: 50},alpha=0.2"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--policies", "vtc:bogus=1"], "error: policy 'vtc': unknown parameter 'bogus'; allowed: "),
+        (["--router", "prefix-affinity:imbalance=0.5"], "error: router prefix-affinity:imbalance=0.5: "),
+        (["--policies", "vtc:=1"], "error: 'vtc:=1': expected"),
+        (["--admission", "slo:model=/nonexistent/model.json"], "error: admission slo:model="),
+    ],
+)  # fmt: skip
+def test_bad_components_fail_with_one_line(args: list[str], message: str) -> None:
+    proc = fairserve("compare", "--requests", "10", *args)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(message), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_simulate_with_admission_shorthand_and_spec_agree(tmp_path: Path) -> None:
+    proc = fairserve("simulate", "--requests", "10", "--admission-slack", "0.5")
+    assert proc.returncode == 2 and "--admission-slack applies with --admission-model" in proc.stderr
+    both = fairserve("simulate", "--requests", "10", "--admission", "slo:model=x",
+                     "--admission-model", "x")  # fmt: skip
+    assert both.returncode == 2 and "not both" in both.stderr

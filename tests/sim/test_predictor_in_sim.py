@@ -26,7 +26,7 @@ def test_warmed_learned_predictor_matches_one_by_one(monkeypatch: pytest.MonkeyP
     ]
     model = train(history, quantile=None, max_iter=30)
     wl = synthetic(2000, 30.0, prompt_mean_tokens=800, output_mean_tokens=200, seed=1)
-    config = SimConfig(policy="sjf", predictor="learned", predictor_params={"model": model})
+    config = SimConfig(policy="sjf", predictor={"name": "learned", "params": {"model": model}})
     warmed = simulate(wl.requests(), config)
 
     def passthrough(requests: Iterable[Request], warm: object) -> Iterator[Request]:

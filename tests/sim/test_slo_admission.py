@@ -80,7 +80,7 @@ def test_admission_refuses_hopeless_requests_and_raises_goodput(model_path: Path
     plain = simulate(wl.requests(), SimConfig(tenants=tenants)).summary(slos=slos)
     guarded_result = simulate(
         wl.requests(),
-        SimConfig(tenants=tenants, admission_model=model_path, admission_slack=0.5),
+        SimConfig(tenants=tenants, admission=f"slo:model={model_path},slack=0.5"),
     )
     guarded = guarded_result.summary(slos=slos)
     # Every request still ends exactly once: completed or refused with a reason.

@@ -12,7 +12,7 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from fairserve.cli.report import register
+from fairserve.cli.sweep import register
 from fairserve.experiments.sweep import (
     Cell,
     SweepSpec,

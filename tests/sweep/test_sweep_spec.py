@@ -47,7 +47,7 @@ def test_errors_name_the_key(data: dict[str, object], message: str) -> None:
 
 def test_unknown_component_and_missing_file_fail_before_running(tmp_path: Path) -> None:
     spec = parse_sweep_spec({"workloads": [{"synthetic": {}}], "policies": ["fifo", "nope"]})
-    with pytest.raises(SweepSpecError, match=r"policies\.1: config: unknown policy 'nope'"):
+    with pytest.raises(SweepSpecError, match=r"policies\.1: unknown policy 'nope'"):
         run_sweep(spec, tmp_path, use_ray=False)
     spec = parse_sweep_spec({"workloads": [{"trace": "missing.csv"}]})
     with pytest.raises(SweepSpecError, match="no such file"):

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import signal
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,6 +17,7 @@ import typer
 from rich.console import Console
 
 from fairserve.cli.options import fail as _fail
+from fairserve.cli.output import print_run
 
 err = Console(stderr=True)
 Opt = typer.Option
@@ -222,23 +221,13 @@ def bench_cmd(
     summary = summarize(arrays, slos=slos)
     if out is not None:
         _write_bench_run(out, base, source, wl, arrays, summary.to_dict())
-    if as_json:
-        data = summary.to_dict()
-        data["wall_time_s"] = wall_s
-        data["engine_steps"] = None
-        data["sim_requests_per_wall_s"] = None
-        sys.stdout.write(json.dumps(data, allow_nan=False) + "\n")
-        return
-    from fairserve.report.tables import print_summary
-
-    console = Console()
-    console.rule(f"bench: {len(requests)} requests against {base}")
-    print_summary(summary, console)
-    console.print(f"wall time {wall_s:.1f} s")
-    if records.failure_reasons:
-        first = next(iter(records.failure_reasons.items()))
-        console.print(f"[yellow]{len(records.failure_reasons)} request(s) did not complete[/]; "
-                      f"e.g. request {first[0]}: {first[1]}")  # fmt: skip
+    print_run(
+        summary,
+        title=f"bench: {len(requests)} requests against {base}",
+        as_json=as_json,
+        wall_time_s=wall_s,
+        failures=records.failure_reasons,
+    )
 
 
 def _write_bench_run(

@@ -1,9 +1,12 @@
-"""Options shared by ``simulate`` and ``compare``: the workload and the deployment.
+"""What the commands share: the workload and deployment options, components, the error printer.
 
 The options are declared once here and added to a command's signature by
 ``@workload_and_deployment_options``; the command receives them as keyword
 arguments and turns them into a workload and a ``SimConfig`` with
-``build_workload`` and ``build_config``.
+``build_workload`` and ``build_config``. Components (policies, routers,
+predictors, admission) are written ``name:key=value,...`` and read with
+:func:`component` / :func:`components`. Every command reports a problem with
+:func:`fail`: one line on stderr, exit status 2, no traceback.
 """
 
 from __future__ import annotations
@@ -14,13 +17,12 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-import yaml
 from rich.console import Console
 from rich.markup import escape
 
-from fairserve.sim.config import engine_config_from
+from fairserve.core.registry import ComponentError, ComponentSpec, Registry, parse_list
 from fairserve.sim.cost import UnknownProfileError
-from fairserve.sim.run import InstanceSpec, SimConfig
+from fairserve.sim.run import SimConfig
 from fairserve.workload import TraceError, Workload, load
 from fairserve.workload.generate import TenantMix, synthetic
 
@@ -54,8 +56,9 @@ _OPTIONS: list[tuple[str, Any, Any, Any]] = [
     ("prefix_caching", bool, Opt(help="Prefix caching."), True),
     ("placement", str, Opt(help="Where the policy runs: gateway (global queue) or engine."), "gateway"),
     ("max_engine_waiting", int, Opt(help="Requests queued per engine at most (gateway placement)."), 8),
-    ("admission_model", Path | None, Opt(help="Latency model (`fairserve predictor latency --out`): refuse requests predicted to miss their TTFT SLO."), None),
-    ("admission_slack", float, Opt(help="Refuse when the predicted TTFT exceeds slack x the SLO."), 1.0),
+    ("admission", str | None, Opt(help="Admission, name:key=value,... (slo:model=PATH,slack=0.5: refuse requests predicted to miss their TTFT SLO)."), None),
+    ("admission_model", Path | None, Opt(help="Short for --admission slo:model=PATH: a latency model from `fairserve predictor latency --out`."), None),
+    ("admission_slack", float | None, Opt(help="With --admission-model: refuse when the predicted TTFT exceeds slack x the SLO (default 1)."), None),
     ("reference", bool, Opt(help="Use the slow per-step reference engine."), False),
     ("seed", int, Opt(help="Seed of the synthetic workload and random routers."), 0),
     ("out", Path | None, Opt(help="Write a run directory and its HTML report (OUT/report.html) here."), None),
@@ -127,49 +130,57 @@ def build_workload(opts: dict[str, Any]) -> Workload:
         raise fail(str(exc)) from exc
 
 
-def parse_component(text: str) -> tuple[str, dict[str, Any]]:
-    """``name`` or ``name:key=value;key=value`` (values parsed as YAML scalars)."""
-    name, _, rest = text.partition(":")
-    params: dict[str, Any] = {}
-    for item in filter(None, rest.split(";")):
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise fail(f"{text!r}: expected name:key=value;key=value")
-        params[key.strip().replace("-", "_")] = yaml.safe_load(value)
-    return name.strip(), params
+def components(text: str, registry: Registry[Any]) -> list[ComponentSpec]:
+    """Components separated by commas (``fifo,sjf:prompt_weight=1,aging_s=30,vtc``), each checked."""
+    try:
+        return [registry.check(spec) for spec in parse_list(text)]
+    except ComponentError as exc:
+        raise fail(str(exc)) from None
+
+
+def component(text: str, registry: Registry[Any]) -> ComponentSpec:
+    """One component, ``name`` or ``name:key=value,...``, checked against ``registry``."""
+    try:
+        return registry.check(ComponentSpec.parse(text))
+    except ComponentError as exc:
+        raise fail(str(exc)) from None
+
+
+def admission_spec(opts: dict[str, Any]) -> ComponentSpec | None:
+    """``--admission``, or the spec its shorthand ``--admission-model/--admission-slack`` names."""
+    from fairserve.core.route import ADMISSION
+
+    text, model, slack = opts["admission"], opts["admission_model"], opts["admission_slack"]
+    if text is not None and (model is not None or slack is not None):
+        raise fail("give --admission or --admission-model/--admission-slack, not both")
+    if text is not None:
+        return component(text, ADMISSION)
+    if model is None:
+        if slack is not None:
+            raise fail("--admission-slack applies with --admission-model")
+        return None
+    params: dict[str, Any] = {"model": str(model)}
+    if slack is not None:
+        params["slack"] = slack
+    return ComponentSpec("slo", params)
 
 
 def build_config(
     opts: dict[str, Any],
     workload: Workload,
-    policy: str = "fifo",
-    router: str = "round-robin",
-    predictor: str | None = None,
-    policy_params: dict[str, Any] | None = None,
-    predictor_params: dict[str, Any] | None = None,
+    *,
+    policy: ComponentSpec | str = "fifo",
+    router: ComponentSpec | str = "round-robin",
+    predictor: ComponentSpec | str | None = None,
 ) -> SimConfig:
     """The deployment the options describe, running ``policy``, ``router`` and ``predictor``."""
-    router_params: dict[str, Any] = {"seed": opts["seed"]} if router == "p2c" else {}
+    admission = admission_spec(opts)
+    tenants = [workload.tenant_config(n) for n in workload.tenant_names()]
     try:
-        engine = engine_config_from(opts)
-        spec = InstanceSpec(
-            opts["gpu"], opts["model"], opts["tp"], opts["instances"], engine, opts["profile"]
+        config = SimConfig.from_options(
+            opts, tenants, policy=policy, router=router, predictor=predictor, admission=admission
         )
-        spec.cost_model()  # fail early on an unknown GPU/model/profile
-        return SimConfig(
-            instances=(spec,),
-            policy=policy,
-            router=router,
-            placement=opts["placement"],
-            max_engine_waiting=opts["max_engine_waiting"],
-            predictor=predictor,
-            tenants=tuple(workload.tenant_config(n) for n in workload.tenant_names()),
-            policy_params=policy_params or {},
-            router_params=router_params,
-            predictor_params=predictor_params or {},
-            admission_model=opts["admission_model"],
-            admission_slack=opts["admission_slack"],
-            reference=opts["reference"],
-        )
+        config.instances[0].cost_model()  # fail early on an unknown GPU/model/profile
     except (ValueError, UnknownProfileError) as exc:
         raise fail(str(exc)) from exc
+    return config

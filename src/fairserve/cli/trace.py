@@ -8,9 +8,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
+from fairserve.cli.options import fail
 from fairserve.workload import TraceError, load
 from fairserve.workload.stats import compute_stats
 
@@ -50,14 +50,12 @@ def stats_command(
     if source.suffix.lower() not in (".yaml", ".yml"):
         options = {"fmt": fmt, "skip_bad_rows": skip_bad_rows}
     elif fmt is not None or skip_bad_rows:
-        err.print("[red]error:[/red] --format and --skip-bad-rows apply to trace files, not specs")
-        raise typer.Exit(2)
+        raise fail("--format and --skip-bad-rows apply to trace files, not specs")
     try:
         workload = load(source, **options)
         stats = compute_stats(workload, bin_s=bin_s)
     except (TraceError, ValueError, OSError) as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
-        raise typer.Exit(2) from None
+        raise fail(str(exc)) from None
     if workload.skipped_rows:
         err.print(f"skipped {workload.skipped_rows} malformed rows", highlight=False)
     if plot is not None:

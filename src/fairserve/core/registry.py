@@ -129,7 +129,8 @@ def _split_top(text: str, seps: str) -> Iterator[str]:
 def _is_param(item: str) -> bool:
     """``key=value`` with no ``:`` before the ``=`` (so not ``name:key=value``)."""
     key, sep, _ = item.partition("=")
-    return bool(sep) and ":" not in key and key.strip().isidentifier()
+    # ``input-weight=1`` is a parameter too: _param turns dashes into underscores.
+    return bool(sep) and ":" not in key and key.strip().replace("-", "_").isidentifier()
 
 
 def _param(text: str, item: str) -> tuple[str, Any]:

@@ -53,15 +53,6 @@ def result_row(
     return row
 
 
-def compare_rows(
-    workload: Workload,
-    configs: Sequence[tuple[str, str | None, str, SimConfig]],
-    progress: bool = True,
-) -> list[dict[str, Any]]:
-    """Run every configuration (each on fresh Request objects) and return their rows."""
-    return [row for row, _ in compare_runs(workload, configs, progress)]
-
-
 def compare_runs(
     workload: Workload,
     configs: Sequence[tuple[str, str | None, str, SimConfig]],
@@ -69,7 +60,10 @@ def compare_runs(
 ) -> list[tuple[dict[str, Any], SimResult]]:
     """Run every configuration; each one's row and raw result."""
     out = []
-    with Progress(console=Console(stderr=True), transient=True, disable=not progress) as bar:
+    console = Console(stderr=True)
+    # No bar off a terminal: a log or a pipe would keep its last frame.
+    show = progress and console.is_terminal
+    with Progress(console=console, transient=True, disable=not show) as bar:
         task = bar.add_task("comparing", total=len(configs))
         for policy, predictor, router, config in configs:
             out.append(run_config(workload, policy, predictor, router, config))

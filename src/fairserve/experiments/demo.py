@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from fairserve.core.model import Tenant
+from fairserve.core.registry import ComponentSpec
 from fairserve.sim.run import InstanceSpec, SimConfig
 from fairserve.workload import Workload
 from fairserve.workload.spec import build, parse_spec
@@ -73,11 +74,10 @@ def configs(wl: Workload) -> list[tuple[str, str | None, str, SimConfig]]:
         params = {"prompt_weight": 1.0} if policy == "sjf" else {}
         config = SimConfig(
             instances=(InstanceSpec(count=2),),
-            policy=policy,
+            policy=ComponentSpec(policy, params),
             router="least-tokens",
             predictor="history",
             tenants=tenants,
-            policy_params=params,
             max_engine_waiting=2,
         )
         out.append((policy, "history", "least-tokens", config))

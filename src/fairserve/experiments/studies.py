@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from fairserve.core.registry import ComponentSpec
 from fairserve.sim.config import EngineConfig
 from fairserve.sim.run import InstanceSpec, SimConfig, simulate
 from fairserve.workload import Workload
@@ -172,11 +173,9 @@ class SjfGap:
         rate = self.load * self._capacity()
         config = SimConfig(
             instances=self._instances(),
-            policy=policy,
+            policy=ComponentSpec(policy, policy_params or {}),
             placement="engine",
-            predictor=predictor,
-            predictor_params=params or {},
-            policy_params=policy_params or {},
+            predictor=None if predictor is None else ComponentSpec(predictor, params or {}),
         )
         result = simulate(self._workload(rate, self.seed).requests(), config)
         return float(np.mean(result.records.e2e_s))

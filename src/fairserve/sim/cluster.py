@@ -8,8 +8,8 @@ from typing import Protocol
 from fairserve.core.model import Outcome, Request
 from fairserve.core.policies.base import Policy
 from fairserve.core.predict.base import Predictor
+from fairserve.core.route.admission import Admission
 from fairserve.core.route.base import InstanceView, Router
-from fairserve.core.route.latency import SloAdmission
 from fairserve.metrics.records import RequestRecords
 
 
@@ -48,7 +48,7 @@ class Cluster:
         queue: Policy,
         max_engine_waiting: int = 8,
         predictor: Predictor | None = None,
-        admission: SloAdmission | None = None,
+        admission: Admission | None = None,
         records: RequestRecords | None = None,
     ) -> None:
         if not instances:

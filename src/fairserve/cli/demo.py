@@ -1,0 +1,58 @@
+"""``fairserve demo``: the built-in multi-tenant scenario, every policy side by side."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+__all__ = ["demo_cmd", "register"]
+
+Opt = typer.Option
+
+
+def demo_cmd(
+    out: Annotated[Path, Opt(help="Folder for the run and its report (OUT/report.html).")] = Path(
+        "runs/demo"
+    ),
+    live: Annotated[
+        bool, Opt(help="Then replay a short slice through the live gateway and compare.")
+    ] = False,
+    as_json: Annotated[bool, Opt("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Three tenants on two simulated H100s: every policy side by side, and a report."""
+    from fairserve.experiments import demo
+    from fairserve.experiments.compare import compare_runs, print_comparison, write_runs
+
+    wl = demo.workload()
+    configs = demo.configs(wl)
+    runs = compare_runs(wl, configs, progress=not as_json)
+    rows = [row for row, _ in runs]
+    config_dict = {"demo": demo.SPEC, "policies": list(demo.POLICIES)}
+    report = write_runs(out, "compare", wl, config_dict, runs, [p for p, _, _, _ in configs])
+    if as_json:
+        sys.stdout.write(json.dumps({"report": str(report), "rows": rows}, allow_nan=False) + "\n")
+        return
+    console = Console()
+    console.rule(
+        f"fairserve demo: chat, code and a flooding batch tenant; {len(wl):,} requests "
+        f"over {demo.DURATION_S:g} s on 2 x H100-80GB (Llama-3.1-8B)"
+    )
+    print_comparison(rows, console)
+    console.print(f"report: {report}")
+    if live:
+        from fairserve.experiments import demo_live
+
+        console.rule("live: two `fairserve engine` servers behind `fairserve serve`")
+        console.print("starting the engines and the gateway, replaying a 12 s slice ...")
+        live_summary = demo_live.run_live()
+        demo_live.print_side_by_side(live_summary, demo_live.run_simulated(), console)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``demo`` to the ``fairserve`` app."""
+    app.command("demo")(demo_cmd)
