@@ -120,12 +120,13 @@ def test_scheduler_respects_capacity_order_and_expiry() -> None:
         tickets = [sched.submit(Request(i, 0.0, 10, 10, tenant="a"), a, 0.05) for i in range(4)]
         assert [t.state for t in tickets] == [TicketState.ASSIGNED] * 2 + [TicketState.QUEUED] * 2
         assert {t.future.result().index for t in tickets[:2]} == {0, 1}
-        assert a.queued == 2 and sched.queued == 2
+        assert a.queued == 2 and sched.queued == 2 and sched.queued_prompt_tokens == 20
         sched.release(tickets[0].future.result(), tickets[0])  # capacity frees: FIFO head goes
         assert tickets[2].state is TicketState.ASSIGNED and tickets[3].state is TicketState.QUEUED
         await asyncio.sleep(0.1)  # the last one waits past max_wait
         assert isinstance(tickets[3].future.exception(), QueueTimeout)
         assert a.queued == 0 and sched.queued == 0 and len(sched.policy) == 0
+        assert sched.queued_prompt_tokens == 0
         backends[0].healthy = backends[1].healthy = False
         sched.release(tickets[1].future.result(), tickets[1])
         late = sched.submit(Request(9, 0.0, 10, 10, tenant="a"), a, 10)
