@@ -59,7 +59,7 @@ def requests(count: int, start_id: int, start_s: float, rng: random.Random) -> l
 def one_run(name: str, size: int, batch: int, seed: int) -> dict[str, float]:
     """Fill a fresh policy to ``size``, then time ``batch`` pushes, pops and reports."""
     rng = random.Random(seed)
-    policy: Policy = POLICIES.create(name, tenants=TENANTS)
+    policy: Policy = POLICIES.build(name, tenants=TENANTS)
     for r in requests(size, 0, 0.0, rng):
         policy.push(r, r.arrival_s)
     extra = requests(batch, size, 0.01 * size, rng)

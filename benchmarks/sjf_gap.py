@@ -80,7 +80,7 @@ def main() -> None:
             lines[f"{size}: {name}"] = c
             print(f"  + {name:28} mean E2E {v:6.3f} s  gap closed {100 * c:6.1f}%")
         for sigma in SIGMAS:
-            v = gap.mean_e2e_s("sjf", "noisy-oracle", {"sigma": sigma, "seed": 0}, params)
+            v = gap.mean_e2e_s("sjf", "noisy-oracle", {"sigma": sigma}, params)
             c = closed_noisy[sigma] = gap_closed(fifo, oracle, v)
             label = f"sjf[prompt_weight={weight:g}] + noisy-oracle sigma={sigma}"
             report["mean_e2e_s"][label] = v  # type: ignore[index]

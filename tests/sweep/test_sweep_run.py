@@ -8,11 +8,10 @@ from typing import Any
 
 import polars as pl
 import pytest
-import typer
 import yaml
 from typer.testing import CliRunner
 
-from fairserve.cli.sweep import register
+from fairserve.cli.app import app
 from fairserve.experiments.sweep import (
     Cell,
     SweepSpec,
@@ -148,8 +147,6 @@ def test_sweep_command_runs_and_resumes(tmp_path: Path) -> None:
     spec_file.write_text(
         yaml.safe_dump({**GRID, "policies": ["fifo", "vtc"], "loads": [1, 4], "seeds": [0]})
     )
-    app = typer.Typer()
-    register(app)
     out = tmp_path / "out"
     args = [
         "sweep",
