@@ -197,7 +197,9 @@ def test_bad_components_fail_with_one_line(args: list[str], message: str) -> Non
 
 def test_simulate_with_admission_shorthand_and_spec_agree(tmp_path: Path) -> None:
     proc = fairserve("simulate", "--requests", "10", "--admission-slack", "0.5")
-    assert proc.returncode == 2 and "--admission-slack applies with --admission-model" in proc.stderr
+    assert (
+        proc.returncode == 2 and "--admission-slack applies with --admission-model" in proc.stderr
+    )
     both = fairserve("simulate", "--requests", "10", "--admission", "slo:model=x",
                      "--admission-model", "x")  # fmt: skip
     assert both.returncode == 2 and "not both" in both.stderr

@@ -5,11 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import typer
 from typer.testing import CliRunner
 
+from fairserve.cli.app import app
 from fairserve.report.html import write_report
-from fairserve.cli.report import register
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Anything that would make a browser fetch: src/href/action/poster to a URL, CSS url() or
@@ -62,8 +61,6 @@ def test_compare_report_overlays_configurations(compare_dir: Path, tmp_path: Pat
 
 
 def test_report_command(simulate_dir: Path, tmp_path: Path) -> None:
-    app = typer.Typer()
-    register(app)
     target = tmp_path / "r.html"
     result = CliRunner().invoke(app, ["report", str(simulate_dir), "--out", str(target)])
     assert result.exit_code == 0, result.output

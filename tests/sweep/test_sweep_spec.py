@@ -104,3 +104,51 @@ def test_spec_file_errors(tmp_path: Path) -> None:
     bad.write_text(yaml.safe_dump({"workloads": [{"synthetic": {"rate_per_s": 0}}]}))
     with pytest.raises(SweepSpecError, match=r"bad.yaml: workloads.0.synthetic.rate_per_s"):
         load_sweep_spec(bad)
+
+
+def test_yaml_errors_name_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("workloads:\n  - synthetic: {requests: 10\npolicies: [fifo]\n")
+    with pytest.raises(SweepSpecError, match=r"bad\.yaml:3:\d+: not valid YAML"):
+        load_sweep_spec(bad)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing\n")
+    with pytest.raises(SweepSpecError, match="the sweep spec is empty"):
+        load_sweep_spec(empty)
+
+
+def test_component_lists_as_one_string_and_parameter_checks(tmp_path: Path) -> None:
+    spec = parse_sweep_spec(
+        {"workloads": [{"synthetic": {}}], "policies": "fifo,sjf:prompt_weight=1,default_output_tokens=64,vtc"}
+    )  # fmt: skip
+    assert [p.display for p in spec.policies] == [
+        "fifo", "sjf:prompt_weight=1,default_output_tokens=64", "vtc",
+    ]  # fmt: skip
+    assert spec.policies[1].spec.params == {"prompt_weight": 1, "default_output_tokens": 64}
+    bogus = parse_sweep_spec({"workloads": [{"synthetic": {}}], "routers": ["p2c:bogus=1"]})
+    with pytest.raises(
+        SweepSpecError, match=r"routers\.0: router 'p2c': unknown parameter 'bogus'"
+    ):
+        run_sweep(bogus, tmp_path, use_ray=False)
+
+
+def test_new_deployment_keys_reach_the_cell_and_keep_old_ids(tmp_path: Path) -> None:
+    from fairserve.experiments.sweep.run import _sim_config
+
+    base = {"workloads": [{"synthetic": {"requests": 20}}], "policies": ["fifo"]}
+    plain = plan_cells(parse_sweep_spec(base), tmp_path)
+    explicit = {"deployment": {"reference": False, "admission": None, "profile": None}}
+    assert [c.id for c in plan_cells(parse_sweep_spec({**base, **explicit}), tmp_path)] == [
+        c.id for c in plain
+    ]
+    (tmp_path / "latency.json").write_text("{}")
+    guarded = {"deployment": {"reference": True, "admission": "slo:model=latency.json,slack=0.5"}}
+    cell = plan_cells(parse_sweep_spec({**base, **guarded}), tmp_path)[0]
+    assert cell.id != plain[0].id
+    from fairserve.experiments.sweep.run import _cell_workload
+
+    config = _sim_config(
+        cell.definition, _cell_workload(cell.definition), cell.definition["policy"]
+    )
+    assert config.reference
+    assert str(config.admission) == f"slo:model={tmp_path / 'latency.json'},slack=0.5"
