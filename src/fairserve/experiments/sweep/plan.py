@@ -21,10 +21,12 @@ __all__ = ["CELL_FORMAT_VERSION", "Cell", "plan_cells"]
 
 # Part of every cell's hash: bump it when a cell's figures would change for the
 # same definition (a metric's definition, the row layout), so old cells rerun.
-CELL_FORMAT_VERSION = 1
+# 2: every component that takes a seed gets the cell's (noisy-oracle's noise
+# used to be the same for every seed).
+CELL_FORMAT_VERSION = 2
 
-# Deployment keys added after version 1: in a cell's definition only when set,
-# so the cells of specs that leave them out keep their ids.
+# Deployment keys added in version 2: in a cell's definition only when set, so
+# a spec that leaves them out has the same definition as before.
 _OPTIONAL_DEPLOYMENT = ("profile", "admission", "reference")
 
 
