@@ -14,6 +14,8 @@ from setuptools import setup
 
 COMPILED = [
     "src/fairserve/sim/engine.py",
+    "src/fairserve/sim/sequence.py",
+    "src/fairserve/sim/decodeset.py",
     "src/fairserve/sim/kvcache.py",
     "src/fairserve/sim/cost.py",
     "src/fairserve/sim/loop.py",

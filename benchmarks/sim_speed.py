@@ -156,6 +156,9 @@ def main() -> None:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-write", action="store_true", help="Do not write the results file.")
     parser.add_argument(
+        "--out", type=Path, default=RESULTS, help="Results file (default: %(default)s)."
+    )
+    parser.add_argument(
         "--compare-pure-python",
         action="store_true",
         help="Also run each configuration interpreted (no mypyc), alternating with compiled runs.",
@@ -211,9 +214,9 @@ def main() -> None:
             f"peak RSS {med['peak_rss_mb']:,.0f} MB, median of {args.repeats}"
         )
     if not args.no_write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"results written to {RESULTS.relative_to(ROOT)}")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"results written to {args.out}")
 
 
 if __name__ == "__main__":

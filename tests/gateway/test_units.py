@@ -25,7 +25,7 @@ from fairserve.loadgen.bench import BenchError, check_url, synthetic_prompt
 from fairserve.metrics.records import RequestRecords
 from fairserve.sim.config import EngineConfig
 from fairserve.sim.cost import cost_model
-from fairserve.sim.reference import ReferenceEngine
+from fairserve.sim.stepper import StepEngine
 from tests.gateway.helpers import KEY_A, KEY_B, gateway_config
 
 
@@ -137,11 +137,9 @@ def test_scheduler_respects_capacity_order_and_expiry() -> None:
     asyncio.run(run())
 
 
-def test_reference_engine_cancel_frees_blocks() -> None:
+def test_step_engine_cancel_frees_blocks() -> None:
     cost = cost_model("H100-80GB", "Qwen2.5-1.5B")
-    engine = ReferenceEngine(
-        0, cost, EngineConfig(max_num_seqs=2, num_gpu_blocks=40), RequestRecords()
-    )
+    engine = StepEngine(0, cost, EngineConfig(max_num_seqs=2, num_gpu_blocks=40), RequestRecords())
     reqs = [Request(i, 0.0, 100, 50) for i in range(4)]
     for req in reqs:
         engine.add(req, 0.0)

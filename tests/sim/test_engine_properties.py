@@ -15,7 +15,7 @@ from fairserve.sim.cluster import Cluster
 from fairserve.sim.config import EngineConfig
 from fairserve.sim.cost import cost_model
 from fairserve.sim.engine import Engine
-from fairserve.sim.reference import ReferenceEngine
+from fairserve.sim.stepper import StepEngine
 
 MODEL = cost_model("H100-80GB", "Llama-3.1-8B")
 COMPLETED = OUTCOME_CODES.index(Outcome.COMPLETED)
@@ -49,12 +49,12 @@ def scenarios(draw: st.DrawFn) -> tuple[list[Request], EngineConfig, int, int]:
 
 
 def simulate(
-    engine_cls: type[Engine] | type[ReferenceEngine],
+    engine_cls: type[Engine] | type[StepEngine],
     reqs: list[Request],
     cfg: EngineConfig,
     instances: int,
     cap: int,
-) -> tuple[RecordArrays, list[Engine] | list[ReferenceEngine]]:
+) -> tuple[RecordArrays, list[Engine] | list[StepEngine]]:
     records = RequestRecords()
     engines = [engine_cls(i, MODEL, cfg, records) for i in range(instances)]
     loop.run(iter(reqs), Cluster(engines, RoundRobinRouter(), FifoPolicy(), cap))
@@ -93,7 +93,7 @@ def test_event_skipping_agrees_with_the_per_step_reference(
 ) -> None:
     reqs, cfg, instances, cap = scenario
     fast, fast_engines = simulate(Engine, reqs, cfg, instances, cap)
-    ref, ref_engines = simulate(ReferenceEngine, reqs, cfg, instances, cap)
+    ref, ref_engines = simulate(StepEngine, reqs, cfg, instances, cap)
     for column in ("first_scheduled_s", "first_token_s", "finish_s"):
         np.testing.assert_allclose(
             ordered(fast, column), ordered(ref, column), rtol=1e-9, atol=1e-12, err_msg=column
@@ -162,7 +162,7 @@ def test_engine_placement_policies_conserve_requests_and_blocks(
     engines = []
     for i in range(instances):
         own = POLICIES.create(policy)
-        engines.append(Engine(i, MODEL, cfg, records, own, own, own))
+        engines.append(Engine(i, MODEL, cfg, records, own))
     # Route on arrival (a huge engine queue cap): each engine's policy orders its queue.
     loop.run(iter(reqs), Cluster(engines, RoundRobinRouter(), FifoPolicy(), 1 << 30))
     assert_exactly_once_and_conserved(records.to_numpy(), reqs, engines)

@@ -10,8 +10,8 @@ import pytest
 from fairserve.core.model import Request
 from fairserve.core.predict.latency import LatencyModel, fit_and_score
 from fairserve.core.route import ROUTERS
-from fairserve.cli.predictor import latency_telemetry
 from fairserve.sim.run import SimConfig, simulate
+from fairserve.sim.telemetry import latency_telemetry
 from fairserve.store import load_latency_model, load_model, save_latency_model
 from fairserve.workload.spec import build, parse_spec
 

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -171,129 +170,6 @@ def _print_accuracy(report: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------- latency telemetry
-class _Probe:
-    """An engine behind a recorder: notes the batch state each request meets at dispatch.
-
-    The cluster and the event loop see the engine's own interface; ``add``
-    first reads the engine's aggregates (the decode set's size and KV tokens,
-    the prefill tokens queued or in progress ahead) and the dispatch time.
-    """
-
-    def __init__(self, engine: Any, rows: dict[int, tuple[Any, float]]) -> None:
-        self.engine = engine
-        self.index = engine.index
-        self.rows = rows
-
-    @property
-    def wake_s(self) -> float | None:
-        wake: float | None = self.engine.wake_s
-        return wake
-
-    @property
-    def version(self) -> int:
-        version: int = self.engine.version
-        return version
-
-    @property
-    def num_waiting(self) -> int:
-        waiting: int = self.engine.num_waiting
-        return waiting
-
-    @property
-    def num_running(self) -> int:
-        running: int = self.engine.num_running
-        return running
-
-    @property
-    def outstanding_tokens(self) -> int:
-        tokens: int = self.engine.outstanding_tokens
-        return tokens
-
-    def add(self, req: Any, now: float) -> None:
-        from fairserve.core.predict.latency import BatchState
-
-        e = self.engine
-        queued = sum(s.todo - s.computed for s in e.prefilling)
-        queued += sum(s.todo for s in e.preempted) + sum(s.todo for s in e._queue)
-        state = BatchState(
-            num_decodes=e.dec_count,
-            decode_context_tokens=e.dec_kv_base + e.dec_count * e.g if e.dec_count else 0,
-            queued_prefill_tokens=queued,
-            prompt_tokens=req.prompt_tokens,
-            predicted_output_tokens=req.predicted_output_tokens or req.output_tokens,
-        )
-        self.rows[req.id] = (state, now)
-        e.add(req, now)
-
-    def advance(self) -> None:
-        self.engine.advance()
-
-
-def latency_telemetry(
-    n_requests: int = 4000,
-    seed: int = 0,
-    min_rate_per_s: float = 1.0,
-    max_rate_per_s: float = 40.0,
-    period_s: float = 120.0,
-    gpu: str = "H100-80GB",
-    model: str = "Llama-3.1-8B",
-) -> tuple[list[Any], Any, Any, int]:
-    """Simulate one engine under a load that swings between two rates; sample each dispatch.
-
-    Arrivals are Poisson with a rate that follows a sine between the two
-    rates (so the samples cover an idle engine, a full batch and a queue);
-    prompt and output lengths are lognormal (means 512 and 256, sigma 1). The
-    request's true output length stands in for its prediction. Returns
-    ``(states, ttft_s, e2e_s, token_budget)``, latencies measured from dispatch.
-    """
-    import numpy as np
-
-    from fairserve.core.model import Request
-    from fairserve.core.policies import POLICIES
-    from fairserve.core.route import ROUTERS
-    from fairserve.metrics.records import RequestRecords
-    from fairserve.sim import loop
-    from fairserve.sim.cluster import Cluster
-    from fairserve.sim.config import EngineConfig
-    from fairserve.sim.engine import Engine
-    from fairserve.sim.run import InstanceSpec
-
-    rng = np.random.default_rng(seed)
-    peak = max_rate_per_s
-    times: list[float] = []
-    t = 0.0
-    while len(times) < n_requests:  # thinning of a Poisson process at the peak rate
-        t += float(rng.exponential(1.0 / peak))
-        mid, half = (max_rate_per_s + min_rate_per_s) / 2, (max_rate_per_s - min_rate_per_s) / 2
-        if rng.uniform(0.0, peak) < mid + half * math.sin(2 * math.pi * t / period_s):
-            times.append(t)
-    prompt = np.clip(np.rint(rng.lognormal(math.log(512) - 0.5, 1.0, n_requests)), 1, 6000)
-    output = np.clip(np.rint(rng.lognormal(math.log(256) - 0.5, 1.0, n_requests)), 1, 2000)
-    reqs = [Request(i, times[i], int(prompt[i]), int(output[i])) for i in range(n_requests)]
-    spec = InstanceSpec(gpu=gpu, model=model)
-    config = EngineConfig()
-    records = RequestRecords()
-    rows: dict[int, tuple[Any, float]] = {}
-    probe = _Probe(Engine(0, spec.cost_model(), config, records), rows)
-    instances: list[Any] = [probe]  # duck-typed: it forwards the Instance interface
-    cluster = Cluster(instances, ROUTERS.create("round-robin"), POLICIES.create("fifo"), 64)
-    loop.run(reqs, cluster)
-    arrays = records.to_numpy()
-    done = arrays.completed
-    states, ttft, e2e = [], [], []
-    for rid, first, finish in zip(
-        arrays.request_id[done].tolist(),
-        arrays.first_token_s[done].tolist(),
-        arrays.finish_s[done].tolist(),
-        strict=True,
-    ):
-        state, dispatched = rows[rid]
-        states.append(state)
-        ttft.append(first - dispatched)
-        e2e.append(finish - dispatched)
-    return states, np.asarray(ttft), np.asarray(e2e), config.max_num_batched_tokens
-
-
 @predictor_app.command("latency")
 def latency_command(
     requests: Annotated[int, typer.Option("--requests", help="Simulated requests.")] = 6000,
@@ -310,6 +186,7 @@ def latency_command(
 ) -> None:
     """Fit the TTFT/E2E latency predictor on simulator telemetry; print its held-out error."""
     from fairserve.core.predict.latency import fit_and_score
+    from fairserve.sim.telemetry import latency_telemetry
 
     try:
         states, ttft, e2e, budget = latency_telemetry(

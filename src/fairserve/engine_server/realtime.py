@@ -1,7 +1,8 @@
 """The simulator's engine model run on the wall clock, one step at a time.
 
-``RealtimeEngine`` drives a :class:`~fairserve.sim.reference.ReferenceEngine`
-(every request's tokens explicit) from an asyncio task: a request is added at
+``RealtimeEngine`` drives a :class:`~fairserve.sim.stepper.StepEngine` (the
+per-step engine: every token reported as it is sampled, requests cancellable
+mid-flight) from an asyncio task: a request is added at
 ``now = (loop.time() - t0) / time_scale``, the task sleeps until the engine's
 next step ends (``wake_s``), calls ``advance()``, and hands every token that
 step produced to its request's :class:`TokenStream`. Steps are scheduled on
@@ -21,7 +22,7 @@ from fairserve.core.model import Request
 from fairserve.metrics.records import RequestRecords
 from fairserve.sim.config import EngineConfig
 from fairserve.sim.cost import CostModel
-from fairserve.sim.reference import ReferenceEngine
+from fairserve.sim.stepper import StepEngine
 
 
 class TokenStream:
@@ -64,7 +65,7 @@ class RealtimeEngine:
         if not time_scale > 0:
             raise ValueError(f"time_scale must be > 0, got {time_scale!r}")
         self.records = RequestRecords()
-        self.engine = ReferenceEngine(index, cost, config, self.records)
+        self.engine = StepEngine(index, cost, config, self.records)
         self.engine.on_token = self._on_token
         self.time_scale = time_scale
         self._streams: dict[int, TokenStream] = {}
@@ -118,7 +119,7 @@ class RealtimeEngine:
         """Add ``req``; its stream ends failed at once if it can never fit."""
         stream = TokenStream(req)
         self.engine.add(req, self.now())
-        if id(req) not in self.engine.seqs:  # rejected: longer than the model or the KV cache
+        if req not in self.engine.seqs:  # rejected: longer than the model or the KV cache
             stream.failed_reason = self.records.failure_reasons.get(req.id, "request does not fit")
             stream.done = True
             return stream

@@ -137,7 +137,7 @@ class RequestRecords:
         self,
         request_id: int,
         tenant: str,
-        instance: int,
+        instance: int | None,
         outcome: Outcome,
         arrival_s: float,
         first_scheduled_s: float,
@@ -149,10 +149,10 @@ class RequestRecords:
         preemptions: int,
         reason: str | None = None,
     ) -> None:
-        """Append one ended request."""
+        """Append one ended request; ``instance`` is None for one never placed on an instance."""
         self._id.append(request_id)
         self._tenant.append(self.tenant_code(tenant))
-        self._instance.append(instance)
+        self._instance.append(-1 if instance is None else instance)
         self._outcome.append(_OUTCOME_INDEX[outcome])
         self._arrival.append(arrival_s)
         self._first_sched.append(first_scheduled_s)

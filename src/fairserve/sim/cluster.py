@@ -16,10 +16,15 @@ from fairserve.metrics.records import RequestRecords
 class Instance(InstanceView, Protocol):
     """What the cluster and the event loop need of an engine."""
 
-    index: int
-    wake_s: float | None
-    version: int
-    on_finish: Callable[[Request, int, float], None] | None
+    on_finish: Callable[[Request, int, float], None] | None  # set by the cluster
+
+    @property
+    def wake_s(self) -> float | None:
+        """The time of the next step boundary with work to do; None when idle."""
+
+    @property
+    def version(self) -> int:
+        """Changes whenever ``wake_s`` does (a stale wake-up is skipped by it)."""
 
     def add(self, req: Request, now: float) -> None:
         """A request reaches the engine."""
@@ -87,7 +92,7 @@ class Cluster:
         if self.records is not None:
             nan = float("nan")
             self.records.add(
-                req.id, req.tenant, -1, Outcome.FAILED, req.arrival_s, nan, nan, now,
+                req.id, req.tenant, None, Outcome.FAILED, req.arrival_s, nan, nan, now,
                 req.prompt_tokens, 0, 0, 0, reason,
             )  # fmt: skip
         self.queue.on_finish(req, 0, now)

@@ -31,7 +31,7 @@ on it.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -453,8 +453,3 @@ def write_profile(
         data["source"] = source
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
-
-
-def replace_efficiency(eff: Efficiency, **changes: float) -> Efficiency:
-    """A copy of ``eff`` with some factors changed (validated)."""
-    return replace(eff, **changes)

@@ -3,101 +3,49 @@
 Each step draws from one token budget (``max_num_batched_tokens``) under a cap
 of ``max_num_seqs``: running requests first, in admission order (a decode
 takes one token, an unfinished prefill takes the rest of the budget: chunked
-prefill), then waiting ones (preempted first, then the queue's order) while
-budget, sequence slots and KV blocks last. When a running request needs a KV
-block and none is free, a victim chosen by the policy is preempted, its blocks
-freed, and it is later recomputed from scratch (prefix-cache hits aside); no
-waiting request is admitted in a step that preempted.
+prefill), then waiting ones in the waiting queue's order while budget,
+sequence slots and KV blocks last. When a running request needs a KV block
+and none is free, a victim is preempted, its blocks freed, and it goes back
+to the waiting queue to be recomputed from scratch (prefix-cache hits aside);
+no waiting request is admitted in a step that preempted.
 
-**Event skipping.** Decoding sequences are not stored one by one: they all
-advance one token a step, so a sequence's state is a function of the global
-step counter ``g`` (computed tokens = ``n0 + g - join_g``). The engine keeps
-only aggregates: their count, the sum that gives the KV tokens read by a step,
-how many of them cross a KV block boundary at each step residue mod
-``block_size``, and a heap of the steps at which they finish. A step that only
-decodes is therefore extended, in closed form, to a run of k steps that ends at
-the next completion or just before the KV cache would run out; an arrival
-mid-run cuts the run at the first step boundary after it. The work grows with
-events (arrivals, completions, prefill chunks, preemptions), not with tokens.
+The waiting queue is the engine's policy (the "engine" placement: order,
+victim and charging in one object, see ``core.policies.base``) or, without
+one, first come first served on a plain deque (the fast path of the
+"gateway" placement, with vLLM's choice of victim: the most recently
+admitted request).
+
+**Event skipping.** Decoding sequences are not stored one by one but as
+aggregates of the step counter ``g`` (``decodeset.DecodeSet``). A step that
+only decodes is therefore extended, in closed form, to a run of k steps that
+ends at the next completion or just before the KV cache would run out; an
+arrival mid-run cuts the run at the first step boundary after it. The work
+grows with events (arrivals, completions, prefill chunks, preemptions), not
+with tokens. ``stepper.StepEngine`` runs the same rules one step at a time;
+the tests require both to give the same records.
 """
 
 from __future__ import annotations
 
-import heapq
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from fairserve.core.model import Outcome, Request
 from fairserve.core.policies.base import Policy
-from fairserve.core.policies.fifo import FifoPolicy
 from fairserve.metrics.records import NAN, RequestRecords
 from fairserve.sim.config import EngineConfig
 from fairserve.sim.cost import CostModel, DecodeLine
+from fairserve.sim.decodeset import DecodeSet
 from fairserve.sim.kvcache import BlockPool, CacheEntry
-
-WAITING, PREFILL, DECODE, DONE = 0, 1, 2, 3
-
-
-class Seq:
-    """The engine's state of one request.
-
-    For a sequence in the DECODE set the token counts are derived from the
-    engine's step counter; ``computed``/``out`` are exact only outside it.
-    """
-
-    __slots__ = (
-        "admit_no",
-        "cached_tokens",
-        "computed",
-        "entries",
-        "epoch",
-        "finish_g",
-        "first_sched_s",
-        "first_token_s",
-        "hashed",
-        "join_g",
-        "n0",
-        "out",
-        "out0",
-        "preemptions",
-        "prompt",
-        "req",
-        "residue",
-        "shared_blocks",
-        "state",
-        "target",
-        "todo",
-    )
-
-    def __init__(self, req: Request) -> None:
-        self.req = req
-        self.prompt = req.prompt_tokens
-        self.target = req.output_tokens
-        self.out = 0  # output tokens generated
-        self.todo = self.prompt  # tokens to compute before the next sample
-        self.computed = 0
-        self.state = WAITING
-        self.entries: list[CacheEntry] = []
-        self.shared_blocks = 0  # KV blocks held through ``entries``
-        self.hashed = 0  # prompt hash blocks already looked at for registration
-        self.join_g = self.n0 = self.out0 = self.finish_g = self.residue = 0
-        self.epoch = 0
-        self.admit_no = 0  # position in the running order (admission order)
-        self.first_sched_s = NAN
-        self.first_token_s = NAN
-        self.preemptions = 0
-        self.cached_tokens = -1  # prompt tokens served from the prefix cache at first admission
+from fairserve.sim.sequence import Seq, SeqStatus
 
 
-def _cdiv(a: int, b: int) -> int:
+def cdiv(a: int, b: int) -> int:
+    """``ceil(a / b)`` for integers."""
     return -(-a // b)
 
 
 _NO_HITS: list[CacheEntry] = []  # shared, never mutated
-
-
-def _admit_order(seq: Seq) -> int:
-    return seq.admit_no
 
 
 def unfit_reason(
@@ -109,7 +57,7 @@ def unfit_reason(
     total = req.prompt_tokens + req.output_tokens
     if total > max_model_len:
         return f"prompt_tokens + output_tokens = {total} exceeds max_model_len {max_model_len}"
-    blocks = _cdiv(total - 1, block_size)
+    blocks = cdiv(total - 1, block_size)
     if blocks > total_blocks:
         return f"needs {blocks} KV blocks; the engine has {total_blocks}"
     if prefix_caching and req.prefix_hashes and req.prefix_block_tokens % block_size:
@@ -120,36 +68,14 @@ def unfit_reason(
     return None
 
 
-class _PolicyQueue:
-    """A Policy over requests seen as a queue of sequences (``q[0]``, ``popleft``)."""
-
-    __slots__ = ("_now", "_policy", "_seqs")
-
-    def __init__(self, policy: Policy) -> None:
-        self._policy = policy
-        self._seqs: dict[int, Seq] = {}
-        self._now = 0.0
-
-    def __len__(self) -> int:
-        return len(self._policy)
-
-    def append(self, seq: Seq, now: float) -> None:
-        self._seqs[id(seq.req)] = seq
-        self._policy.push(seq.req, now)
-
-    def set_now(self, now: float) -> None:
-        self._now = now
-
-    def __getitem__(self, index: int) -> Seq:
-        assert index == 0
-        head = self._policy.peek(self._now)
-        assert head is not None
-        return self._seqs[id(head)]
-
-    def popleft(self) -> Seq:
-        req = self._policy.pop(self._now)
-        assert req is not None
-        return self._seqs.pop(id(req))
+def kv_blocks(cost: CostModel, config: EngineConfig) -> int:
+    """The engine's KV capacity in blocks: the override, else what the GPU holds."""
+    return config.num_gpu_blocks or cost.kv_cache_blocks(
+        config.block_size,
+        config.gpu_memory_utilization,
+        config.max_num_batched_tokens,
+        config.max_num_seqs,
+    )
 
 
 class Engine:
@@ -160,11 +86,14 @@ class Engine:
     (``None`` when idle). ``on_finish(req, output_tokens, now)`` is called once
     per request that ends here.
 
-    ``queue``: the policy that orders this engine's own waiting queue (the
-    "engine" placement); FCFS when None. ``victim_policy`` chooses whom to
-    preempt (default: ``queue``, else vLLM's most recently admitted).
-    ``charge_to``: a policy whose ``on_served`` hook receives the service given
-    here, per tenant, at every event (exact between scheduling decisions).
+    ``policy``: the engine's own waiting queue (engine placement). It orders
+    the queue, takes preempted requests back (``requeue``), chooses the victims,
+    hears ``on_finish`` and, if it ``charges``, the service given here. Without
+    one the queue is first come first served (the fast path).
+    ``charge_to``: a policy outside the engine (the gateway's global queue)
+    charged for the service given here instead of ``policy``. Charges are
+    aggregated per tenant between two scheduling decisions (exact for any
+    decision taken at those points).
     """
 
     def __init__(
@@ -173,42 +102,33 @@ class Engine:
         cost: CostModel,
         config: EngineConfig,
         records: RequestRecords,
-        queue: Policy | None = None,
-        victim_policy: Policy | None = None,
+        policy: Policy | None = None,
+        *,
         charge_to: Policy | None = None,
     ) -> None:
         self.index = index
         self.cost = cost
         self.config = config
         self.records = records
-        # The engine's own waiting queue: FCFS (a plain deque, the fast path) or a policy.
-        self._queue: deque[Seq] | _PolicyQueue = deque() if queue is None else _PolicyQueue(queue)
-        self.policy = queue
-        self.victim_policy: Policy = victim_policy or queue or FifoPolicy()
+        self.policy = policy
         self.bs = config.block_size
         self.max_model_len = config.max_model_len or cost.model.max_model_len
-        blocks = config.num_gpu_blocks or cost.kv_cache_blocks(
-            config.block_size,
-            config.gpu_memory_utilization,
-            config.max_num_batched_tokens,
-            config.max_num_seqs,
-        )
-        self.pool = BlockPool(blocks)
+        self.pool = BlockPool(kv_blocks(cost, config))
         self.prefix_caching = config.enable_prefix_caching
         # time and steps
         self.now = 0.0
         self.g = 0
         self.wake_s: float | None = None
         self.version = 0
-        # queues
-        self.preempted: deque[Seq] = deque()
+        # The waiting queue: the policy, its requests' sequences kept here; or a
+        # plain FCFS deque of sequences when there is no policy.
+        self._fcfs: deque[Seq] = deque()
+        self._waiting: dict[Request, Seq] = {}
         self.running: dict[int, Seq] = {}  # admission order
         self.prefilling: list[Seq] = []  # running sequences still in prefill (running order)
-        # the decode set, as aggregates
-        self.dec_count = 0
-        self.dec_kv_base = 0  # sum(n0 - join_g + 1): KV read at step g is base + count*g
-        self.residue_count = [0] * self.bs
-        self._finish_heap: list[tuple[int, int, int, Seq]] = []  # (finish_g, seqno, epoch, seq)
+        charged = charge_to if charge_to is not None else policy
+        self._charged = charged if charged is not None and charged.charges else None
+        self.decodes = DecodeSet(self.bs, per_tenant=self._charged is not None)
         # the work in flight: one detailed step, or a run of decode steps
         self._batch: list[tuple[Seq, int]] = []
         self._line: DecodeLine | None = None
@@ -218,7 +138,6 @@ class Engine:
         self._starting = False  # woken from idle: the first step is planned at wake_s
         self._budget = 0
         self._head_touches_cache = False  # the blocked waiting head has evictable hits
-        # counters
         # Load as a router could know it: prompt + max_tokens (0 when unset), and
         # prompt + predicted output, of the requests assigned and not finished.
         self.outstanding_tokens = 0
@@ -230,19 +149,15 @@ class Engine:
         self.busy_s = 0.0
         self.kv_block_s = 0.0  # integral of used blocks over time
         self.kv_peak_blocks = 0
-        self._seqno = 0
         self._admissions = 0
         self.on_finish: Callable[[Request, int, float], None] | None = None
-        # Charging: decode sequences per tenant, kept only when someone is charged.
-        self._charge_to = charge_to if charge_to is not None and charge_to.charges else None
-        self._dec_tenants: dict[str, int] = {}
 
-    # --- the driver's interface ---------------------------------------------------
+    # --- the public view ------------------------------------------------------------
 
     @property
     def num_waiting(self) -> int:
-        """Requests queued in the engine (not running)."""
-        return len(self._queue) + len(self.preempted)
+        """Requests queued in the engine (not running), preempted ones included."""
+        return len(self._fcfs) if self.policy is None else len(self.policy)
 
     @property
     def num_running(self) -> int:
@@ -252,17 +167,19 @@ class Engine:
     @property
     def num_decodes(self) -> int:
         """Running requests past their prefill."""
-        return self.dec_count
+        return self.decodes.count
 
     @property
     def decode_context_tokens(self) -> int:
         """KV tokens the decoding requests read per step (as of the last step boundary)."""
-        return self.dec_kv_base + self.dec_count * self.g if self.dec_count else 0
+        return self.decodes.kv_tokens(self.g)
 
     @property
     def queued_prefill_tokens(self) -> int:
         """Prefill tokens still to compute: queued requests and unfinished prefills."""
         return self.waiting_prefill_tokens + sum(s.todo - s.computed for s in self.prefilling)
+
+    # --- the driver's interface ---------------------------------------------------------
 
     def add(self, req: Request, now: float) -> None:
         """A request reaches this engine at ``now``."""
@@ -272,10 +189,11 @@ class Engine:
             self._fail(req, now, reason)
             return
         seq = Seq(req)
-        if isinstance(self._queue, _PolicyQueue):
-            self._queue.append(seq, now)
+        if self.policy is None:
+            self._fcfs.append(seq)
         else:
-            self._queue.append(seq)
+            self._waiting[req] = seq
+            self.policy.push(req, now)
         self.waiting_prefill_tokens += req.prompt_tokens
         self.outstanding_tokens += req.prompt_tokens + (req.max_tokens or 0)
         self.predicted_tokens += req.prompt_tokens + (req.predicted_output_tokens or 0)
@@ -300,8 +218,6 @@ class Engine:
             self._finish_step()
         self._plan()
 
-    # --- admission checks -----------------------------------------------------------
-
     def _fail(self, req: Request, now: float, reason: str) -> None:
         self.records.add(
             req.id, req.tenant, self.index, Outcome.FAILED, req.arrival_s, NAN, NAN, now,
@@ -311,6 +227,39 @@ class Engine:
             self.policy.on_finish(req, 0, now)
         if self.on_finish is not None:
             self.on_finish(req, 0, now)
+
+    # --- the waiting queue ----------------------------------------------------------------
+
+    def _waiting_head(self) -> Seq | None:
+        """The sequence the waiting queue serves next."""
+        if self.policy is None:
+            return self._fcfs[0] if self._fcfs else None
+        req = self.policy.peek(self.now)
+        return None if req is None else self._waiting[req]
+
+    def _take_waiting_head(self, seq: Seq) -> None:
+        """Remove ``seq``, the head just looked at, from the waiting queue."""
+        if self.policy is None:
+            self._fcfs.popleft()
+            return
+        req = self.policy.pop(self.now)
+        assert req is seq.req, "the policy's pop differs from its peek"
+        del self._waiting[req]
+
+    def _requeue(self, seq: Seq) -> None:
+        """A preempted sequence goes back to the waiting queue (FCFS: at its front)."""
+        if self.policy is None:
+            self._fcfs.appendleft(seq)
+            return
+        self._waiting[seq.req] = seq
+        self.policy.requeue(seq.req, self.now)
+
+    def _victim(self, order: list[Seq]) -> Seq:
+        """The running sequence to preempt (FCFS: the most recently admitted, as vLLM)."""
+        if self.policy is None:
+            return order[-1]
+        req = self.policy.pick_victim([s.req for s in order], self.now)
+        return next(s for s in order if s.req is req)
 
     # --- planning: one detailed step or a run of decode steps -------------------------
 
@@ -322,7 +271,7 @@ class Engine:
         preempted = self._schedule_running()
         if not preempted:
             self._schedule_waiting()
-        if not self._batch and not preempted and self.dec_count:
+        if not self._batch and not preempted and self.decodes.count:
             self._start_run()
         else:
             self._start_step()
@@ -331,16 +280,15 @@ class Engine:
     def _schedule_running(self) -> bool:
         """Give every running sequence its tokens; True if a preemption was needed."""
         pool = self.pool
-        g = self.g
-        need = self.residue_count[g % self.bs]
-        budget = self.config.max_num_batched_tokens - self.dec_count
+        need = self.decodes.blocks_at(self.g)
+        budget = self.config.max_num_batched_tokens - self.decodes.count
         batch = self._batch
         batch.clear()
         for seq in self.prefilling:
             chunk = min(seq.todo - seq.computed, budget)
             if chunk <= 0:
                 continue
-            need += _cdiv(seq.computed + chunk, self.bs) - _cdiv(seq.computed, self.bs)
+            need += cdiv(seq.computed + chunk, self.bs) - cdiv(seq.computed, self.bs)
             batch.append((seq, chunk))
             budget -= chunk
         if need <= pool.free_blocks:
@@ -353,7 +301,7 @@ class Engine:
 
     def _schedule_running_exact(self) -> bool:
         """vLLM's running loop with preemption, one sequence at a time (rare path)."""
-        pool, bs, g, now = self.pool, self.bs, self.g, self.now
+        pool, bs, g = self.pool, self.bs, self.g
         order = list(self.running.values())
         budget = self.config.max_num_batched_tokens
         granted: dict[Seq, int] = {}  # seq -> blocks allocated this step
@@ -361,16 +309,15 @@ class Engine:
         i = 0
         while i < len(order) and budget > 0:
             seq = order[i]
-            if seq.state == DECODE:
+            if seq.status is SeqStatus.DECODE:
                 n_tok = 1
                 blocks = 1 if (g - seq.residue) % bs == 0 else 0
             else:
                 n_tok = min(seq.todo - seq.computed, budget)
-                blocks = _cdiv(seq.computed + n_tok, bs) - _cdiv(seq.computed, bs)
+                blocks = cdiv(seq.computed + n_tok, bs) - cdiv(seq.computed, bs)
             scheduled = True
             while blocks > pool.free_blocks:
-                victim_req = self.victim_policy.pick_victim([s.req for s in order], now)
-                victim = next(s for s in order if s.req is victim_req)
+                victim = self._victim(order)
                 v_index = order.index(victim)
                 order.pop(v_index)
                 pool.release(granted.pop(victim, 0))
@@ -390,9 +337,9 @@ class Engine:
             i += 1
         # Decoding sequences left out of this step do not advance: shift them.
         for seq in order:
-            if seq.state == DECODE and seq not in tokens:
-                self._shift_decode(seq)
-        self._batch = [(s, n) for s, n in tokens.items() if s.state == PREFILL]
+            if seq.status is SeqStatus.DECODE and seq not in tokens:
+                self.decodes.shift(seq, g)
+        self._batch = [(s, n) for s, n in tokens.items() if s.status is SeqStatus.PREFILL]
         self._budget = budget
         return True
 
@@ -402,26 +349,20 @@ class Engine:
         self._head_touches_cache = False
         if budget <= 0:
             return
-        pool, bs, cfg = self.pool, self.bs, self.config
-        queue, preempted = self._queue, self.preempted
-        if isinstance(queue, _PolicyQueue):
-            queue.set_now(self.now)
-        while budget > 0 and (preempted or queue):
-            if len(self.running) >= cfg.max_num_seqs:
+        pool, bs, max_seqs = self.pool, self.bs, self.config.max_num_seqs
+        while budget > 0 and len(self.running) < max_seqs:
+            seq = self._waiting_head()
+            if seq is None:
                 break
-            seq = preempted[0] if preempted else queue[0]
             hits, touch = self._lookup(seq)
             cached = len(hits) * seq.req.prefix_block_tokens if hits else 0
             chunk = min(seq.todo - cached, budget)
-            new_blocks = _cdiv(cached + chunk, bs) - cached // bs
+            new_blocks = cdiv(cached + chunk, bs) - cached // bs
             if new_blocks + touch > pool.free_blocks:
                 # Evicting the cached blocks it would reuse can make it fit later.
                 self._head_touches_cache = touch > 0
                 break
-            if preempted:
-                preempted.popleft()
-            else:
-                queue.popleft()
+            self._take_waiting_head(seq)
             self.waiting_prefill_tokens -= seq.todo
             if hits:
                 pool.acquire(hits)
@@ -443,11 +384,11 @@ class Engine:
         return self.pool.lookup(hashes, max_entries)
 
     def _admit(self, seq: Seq, cached: int) -> None:
-        seq.state = PREFILL
+        seq.status = SeqStatus.PREFILL
         seq.computed = cached
         self._admissions += 1
         seq.admit_no = self._admissions
-        if seq.cached_tokens < 0:
+        if seq.cached_tokens is None:
             seq.cached_tokens = cached
             seq.first_sched_s = self.now
         self.running[id(seq)] = seq
@@ -455,8 +396,8 @@ class Engine:
 
     def _start_step(self) -> None:
         """Price one detailed step from its composition."""
-        b = self.dec_count
-        kv = self.dec_kv_base + b * self.g if b else 0
+        b = self.decodes.count
+        kv = self.decodes.kv_tokens(self.g)
         pairs = kv
         prefill = 0
         for seq, chunk in self._batch:
@@ -472,44 +413,23 @@ class Engine:
 
     def _start_run(self) -> None:
         """Extend a pure-decode step into a run that ends at the next event."""
-        b = self.dec_count
-        g = self.g
-        heap = self._finish_heap
-        while heap[0][3].epoch != heap[0][2]:
-            heapq.heappop(heap)  # stale entries of preempted or shifted sequences
-        steps = heap[0][0] - g
+        decodes, g = self.decodes, self.g
+        steps = decodes.next_finish_g() - g
         pool = self.pool
         free = pool.free_blocks
         if self._head_touches_cache:
             # A blocked head stays blocked while no cached block is evicted.
             free -= pool.evictable_blocks
-        # At most dec_count blocks per bs steps: skip the exact count when they all fit.
-        if free < b * (steps // self.bs + 1):
-            limit = self._steps_within_blocks(free)
+        # At most count blocks per bs steps: skip the exact count when they all fit.
+        if free < decodes.count * (steps // self.bs + 1):
+            limit = decodes.steps_within_blocks(g, free)
             if limit < steps:
                 steps = limit
-        line = self.cost.decode_line(b, self.dec_kv_base + b * g)
+        line = self.cost.decode_line(decodes.count, decodes.kv_tokens(g))
         self._line = line
         self._run_steps = steps
         self._run_t0 = self.now
         self.wake_s = self.now + line.total_s(steps)
-
-    def _steps_within_blocks(self, free: int) -> int:
-        """Steps of the run (this one included) whose allocations fit in ``free`` blocks.
-
-        The first step's blocks are already allocated. From the next step on,
-        step g' allocates ``residue_count[g' % bs]`` blocks, ``dec_count`` per
-        full cycle of ``bs`` steps.
-        """
-        b, bs, counts = self.dec_count, self.bs, self.residue_count
-        cycles = free // b
-        left = free - cycles * b
-        start = self.g + 1
-        for i in range(bs):
-            left -= counts[(start + i) % bs]
-            if left < 0:
-                return 1 + cycles * bs + i
-        raise AssertionError("a full cycle allocates dec_count blocks")
 
     def _cut_run(self, now: float) -> None:
         """An arrival mid-run: end the run at the first step boundary at or after ``now``."""
@@ -533,26 +453,17 @@ class Engine:
 
     def _finish_run(self) -> None:
         k = self._run_steps
-        bs, counts, g = self.bs, self.residue_count, self.g
-        # Blocks for steps g+1 .. g+k-1 (step g's were taken when it was planned):
-        # dec_count per full cycle of bs steps, then a partial cycle of residues.
-        allocs = ((k - 1) // bs) * self.dec_count
-        rest = (k - 1) % bs
-        if rest:
-            first = (g + 1) % bs
-            last = first + rest
-            allocs += sum(counts[first:last])
-            if last > bs:
-                allocs += sum(counts[: last - bs])
+        # Step g's blocks were taken when it was planned.
+        allocs = self.decodes.blocks_between(self.g, k)
         if allocs:
             self.pool.allocate(allocs)
         end = self.wake_s
         assert end is not None
         self._account(end - self.now, k)
-        self.g = g + k
+        self.g += k
         self.now = end
         self._line = None
-        if self._charge_to is not None:
+        if self._charged is not None:
             self._charge_decodes(k)
         self._complete_decodes()
 
@@ -561,13 +472,13 @@ class Engine:
         self._account(end - self.now, 1)
         self.g += 1
         self.now = end
-        charge = self._charge_to
-        if charge is not None:
+        charged = self._charged
+        if charged is not None:
             self._charge_decodes(1)
         for seq, chunk in self._batch:
             self.prefill_tokens += chunk
-            if charge is not None:
-                charge.on_served(seq.req.tenant, chunk, 0, end)
+            if charged is not None:
+                charged.on_served(seq.req.tenant, chunk, 0, end)
             seq.computed += chunk
             if self.prefix_caching and seq.req.prefix_hashes:
                 self._register_prefix(seq)
@@ -581,11 +492,11 @@ class Engine:
 
     def _charge_decodes(self, steps: int) -> None:
         """Charge ``steps`` decode tokens to each decoding sequence's tenant."""
-        charge = self._charge_to
-        assert charge is not None
-        for tenant, count in self._dec_tenants.items():
+        charged = self._charged
+        assert charged is not None
+        for tenant, count in self.decodes.tenants.items():
             if count:
-                charge.on_served(tenant, 0, steps * count, self.now)
+                charged.on_served(tenant, 0, steps * count, self.now)
 
     def _prefill_done(self, seq: Seq) -> None:
         self.prefilling.remove(seq)
@@ -595,7 +506,7 @@ class Engine:
         if seq.out >= seq.target:
             self._complete(seq, seq.computed)
             return
-        self._join_decode(seq, seq.computed, seq.out)
+        self.decodes.join(seq, seq.computed, seq.out, self.g)
 
     def _register_prefix(self, seq: Seq) -> None:
         hashes = seq.req.prefix_hashes
@@ -611,68 +522,17 @@ class Engine:
             seq.hashed = full
 
     def _complete_decodes(self) -> None:
-        heap, g = self._finish_heap, self.g
-        if not heap or heap[0][0] > g:
-            return
-        done: list[Seq] = []
-        while heap and heap[0][0] <= g:
-            finish_g, _, epoch, seq = heapq.heappop(heap)
-            if seq.epoch != epoch:
-                continue  # stale: the sequence was preempted or shifted
-            assert finish_g == g, "a decode run overshot a completion"
-            done.append(seq)
-        if len(done) > 1:
-            done.sort(key=_admit_order)
-        for seq in done:
-            computed = seq.n0 + g - seq.join_g
-            self._leave_decode(seq)
+        decodes, g = self.decodes, self.g
+        for seq in decodes.finishing(g):
+            computed, _ = decodes.leave(seq, g)
             seq.out = seq.target
             self._complete(seq, computed)
-
-    # --- the decode set -------------------------------------------------------------------
-
-    def _join_decode(self, seq: Seq, computed: int, out: int, g: int | None = None) -> None:
-        """Add ``seq`` to the decode set; its first decode step is step ``g``."""
-        if g is None:
-            g = self.g
-        seq.state = DECODE
-        seq.join_g, seq.n0, seq.out0 = g, computed, out
-        seq.finish_g = g + seq.target - out
-        seq.residue = (g - computed) % self.bs
-        seq.epoch += 1
-        self.dec_count += 1
-        if self._charge_to is not None:
-            tenant = seq.req.tenant
-            self._dec_tenants[tenant] = self._dec_tenants.get(tenant, 0) + 1
-        self.dec_kv_base += computed - g + 1
-        self.residue_count[seq.residue] += 1
-        self._seqno += 1
-        heapq.heappush(self._finish_heap, (seq.finish_g, self._seqno, seq.epoch, seq))
-
-    def _leave_decode(self, seq: Seq) -> tuple[int, int]:
-        """Take ``seq`` out of the decode set; returns its (computed, out) now."""
-        g = self.g
-        computed = seq.n0 + g - seq.join_g
-        out = seq.out0 + g - seq.join_g
-        self.dec_count -= 1
-        if self._charge_to is not None:
-            self._dec_tenants[seq.req.tenant] -= 1
-        self.dec_kv_base -= seq.n0 - seq.join_g + 1
-        self.residue_count[seq.residue] -= 1
-        seq.epoch += 1  # invalidates its heap entry
-        seq.state = PREFILL  # caller sets the real state
-        return computed, out
-
-    def _shift_decode(self, seq: Seq) -> None:
-        """A decoding sequence skipped this step: it resumes one step later."""
-        computed, out = self._leave_decode(seq)
-        self._join_decode(seq, computed, out, self.g + 1)
 
     # --- endings ------------------------------------------------------------------------
 
     def _held_blocks(self, seq: Seq, computed: int) -> tuple[int, int]:
         """(private blocks, entries) a sequence with ``computed`` tokens holds."""
-        return _cdiv(computed, self.bs) - seq.shared_blocks, seq.shared_blocks
+        return cdiv(computed, self.bs) - seq.shared_blocks, seq.shared_blocks
 
     def _release(self, seq: Seq, computed: int) -> None:
         private, _ = self._held_blocks(seq, computed)
@@ -686,10 +546,11 @@ class Engine:
     def _complete(self, seq: Seq, computed: int) -> None:
         self._release(seq, computed)
         del self.running[id(seq)]
-        seq.state = DONE
+        seq.status = SeqStatus.DONE
         req = seq.req
         self.outstanding_tokens -= req.prompt_tokens + (req.max_tokens or 0)
         self.predicted_tokens -= req.prompt_tokens + (req.predicted_output_tokens or 0)
+        assert seq.cached_tokens is not None, "a completed request was admitted"
         self.records.add(
             req.id, req.tenant, self.index, Outcome.COMPLETED, req.arrival_s,
             seq.first_sched_s, seq.first_token_s, self.now, req.prompt_tokens,
@@ -702,21 +563,20 @@ class Engine:
 
     def _preempt(self, seq: Seq) -> None:
         """Free a running sequence's blocks and queue it for recomputation."""
-        if seq.state == DECODE:
-            computed, out = self._leave_decode(seq)
-            seq.out = out
+        if seq.status is SeqStatus.DECODE:
+            computed, seq.out = self.decodes.leave(seq, self.g)
         else:
             computed = seq.computed
             self.prefilling.remove(seq)
         self._release(seq, computed)
         del self.running[id(seq)]
-        seq.state = WAITING
+        seq.status = SeqStatus.WAITING
         seq.computed = 0
         seq.todo = seq.prompt + seq.out
         self.waiting_prefill_tokens += seq.todo
         seq.preemptions += 1
         self.preemptions += 1
-        self.preempted.appendleft(seq)
+        self._requeue(seq)
 
     # --- inspection ---------------------------------------------------------------------
 
@@ -725,17 +585,13 @@ class Engine:
         self.pool.check()
         held = 0
         for seq in self.running.values():
-            computed = seq.n0 + self.g - seq.join_g if seq.state == DECODE else seq.computed
-            private, shared = self._held_blocks(seq, computed)
+            private, shared = self._held_blocks(seq, seq.computed_at(self.g))
             assert private >= 0, (private, shared)
             held += private
         shared_blocks = {id(e): e.blocks for s in self.running.values() for e in s.entries}
         held += sum(shared_blocks.values())
         # Blocks allocated for the step in flight are held but not yet computed.
         assert held <= self.pool.used_blocks, (held, self.pool.used_blocks)
-        assert self.dec_count == sum(1 for s in self.running.values() if s.state == DECODE)
-        assert sum(self.residue_count) == self.dec_count
-
-    def running_requests(self) -> Sequence[Request]:
-        """Running requests in admission order."""
-        return [s.req for s in self.running.values()]
+        decoding = [s for s in self.running.values() if s.status is SeqStatus.DECODE]
+        self.decodes.check(decoding)
+        assert self.num_waiting == len(self._fcfs) + len(self._waiting)

@@ -18,8 +18,9 @@ from collections.abc import Sequence
 class CacheEntry:
     """One cached prefix block run: its hash, its reference count and its size.
 
-    ``stamp`` is the release count at which it last became unreferenced; the
-    LRU queue may hold stale copies of it (see ``BlockPool``).
+    ``stamp`` is the release count at which it last became unreferenced (None
+    while it never was, or once evicted); the LRU queue may hold stale copies
+    of it (see ``BlockPool``).
     """
 
     __slots__ = ("blocks", "key", "ref", "stamp")
@@ -28,7 +29,7 @@ class CacheEntry:
         self.key = key
         self.blocks = blocks
         self.ref = 1
-        self.stamp = -1
+        self.stamp: int | None = None
 
 
 class BlockPool:
@@ -95,7 +96,7 @@ class BlockPool:
             if entry.ref or entry.stamp != stamp:
                 continue  # stale: referenced again, or released again later
             del entries[entry.key]
-            entry.stamp = -1
+            entry.stamp = None
             self.evictable_blocks -= entry.blocks
             self.evictable_entries -= 1
             self.evictions += 1

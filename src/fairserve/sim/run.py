@@ -22,7 +22,7 @@ from fairserve.sim.cluster import Cluster
 from fairserve.sim.config import EngineConfig, engine_config_from
 from fairserve.sim.cost import CostModel, cost_model
 from fairserve.sim.engine import Engine
-from fairserve.sim.reference import ReferenceEngine
+from fairserve.sim.stepper import StepEngine
 from fairserve.store import load_model
 
 
@@ -202,27 +202,27 @@ class SimResult:
 
 def build_engines(
     config: SimConfig, records: RequestRecords, global_policy: Policy
-) -> list[Engine | ReferenceEngine]:
-    """One engine object per instance, indexed in config order."""
-    engines: list[Engine | ReferenceEngine] = []
+) -> list[Engine | StepEngine]:
+    """One engine object per instance, indexed in config order.
+
+    Engine placement: each engine runs its own instance of the policy as its
+    waiting queue. Gateway placement: FCFS engines (vLLM's default order and
+    victim) that charge ``global_policy`` for the service they give.
+    ``config.reference`` builds the per-step ``StepEngine`` the same way.
+    """
+    engine_class = StepEngine if config.reference else Engine
+    engines: list[Engine | StepEngine] = []
     for spec in config.instances:
         cost = spec.cost_model()
         for _ in range(spec.count):
             index = len(engines)
-            if config.reference:
-                if global_policy.charges or config.placement == "engine":
-                    raise ValueError(
-                        "the reference engine supports the gateway placement of "
-                        "non-charging policies only"
-                    )
-                engines.append(ReferenceEngine(index, cost, spec.engine, records))
-            elif config.placement == "engine":
+            if config.placement == "engine":
                 own = config.make_policy()
-                engines.append(Engine(index, cost, spec.engine, records, own, own, own))
+                engines.append(engine_class(index, cost, spec.engine, records, own))
             else:
-                # FCFS engines (vLLM's default order and preemption choice) that
-                # charge the global policy for the service they give.
-                engines.append(Engine(index, cost, spec.engine, records, charge_to=global_policy))
+                engines.append(
+                    engine_class(index, cost, spec.engine, records, charge_to=global_policy)
+                )
     return engines
 
 
@@ -295,7 +295,7 @@ def _warmed(
 
 
 def _engine_stats(
-    engines: list[Engine | ReferenceEngine], records: RecordArrays, end_s: float
+    engines: list[Engine | StepEngine], records: RecordArrays, end_s: float
 ) -> EngineStats:
     start_s = float(records.arrival_s.min()) if len(records) else 0.0
     span = end_s - start_s

@@ -67,10 +67,45 @@ def test_pushing_a_queued_request_twice_is_a_bug(name: str) -> None:
     policy = POLICIES.create(name)
     r = req(1)
     policy.push(r, 0.0)
-    if name == "fifo":
-        pytest.skip("fifo is the plain example policy and does not check")
     with pytest.raises(ValueError, match="already queued"):
         policy.push(r, 0.0)
+    with pytest.raises(ValueError, match="already queued"):
+        policy.requeue(r, 0.0)
+
+
+@pytest.mark.parametrize("name", POLICIES.names())
+def test_requeued_requests_go_first_the_latest_first(name: str) -> None:
+    tenants = {"A": Tenant("A"), "B": Tenant("B", weight=2.0)}
+    policy = POLICIES.create(name, tenants=tenants)
+    reqs = [req(i, float(i), tenant="AB"[i % 2], predicted=10 * (5 - i)) for i in range(4)]
+    push_all(policy, reqs[:2])
+    first, second = policy.pop(1.0), policy.pop(1.0)
+    assert first is not None and second is not None
+    push_all(policy, reqs[2:])
+    head = policy.peek(2.0)
+    # Preempted in this order: the last one requeued is served first.
+    policy.requeue(first, 3.0)
+    policy.requeue(second, 3.0)
+    assert len(policy) == 4
+    with pytest.raises(ValueError, match="already queued"):
+        policy.requeue(second, 3.0)
+    assert policy.peek(3.0) is second and policy.pop(3.0) is second
+    assert policy.pop(3.0) is first
+    # The requests still waiting keep the order they had.
+    assert policy.peek(3.0) is head
+    assert sorted(drain(policy, 3.0)) == [2, 3]
+
+
+@pytest.mark.parametrize("name", POLICIES.names())
+def test_a_requeued_request_can_be_removed(name: str) -> None:
+    policy = POLICIES.create(name)
+    a, b = req(1), req(2, 1.0)
+    push_all(policy, [a, b])
+    popped = policy.pop(1.0)
+    assert popped is a
+    policy.requeue(a, 2.0)
+    assert policy.remove(a) and not policy.remove(a)
+    assert len(policy) == 1 and drain(policy) == [2]
 
 
 # ---------------------------------------------------------------- priority, aging
@@ -410,7 +445,5 @@ def test_uwfq_remove_forgets_the_request() -> None:
 @pytest.mark.parametrize("name", POLICIES.names())
 def test_victim_of_an_empty_batch_is_an_error(name: str) -> None:
     policy = POLICIES.create(name)
-    if name == "fifo":
-        pytest.skip("fifo is the plain example policy")
     with pytest.raises(ValueError):
         policy.pick_victim([], 0.0)

@@ -57,7 +57,7 @@ def test_state_validation() -> None:
 
 
 def test_fitted_on_simulator_telemetry() -> None:
-    from fairserve.cli.predictor import latency_telemetry
+    from fairserve.sim.telemetry import latency_telemetry
     from fairserve.core.predict.latency import fit_and_score
 
     states, ttft, e2e, budget = latency_telemetry(1500, seed=1, period_s=40.0)

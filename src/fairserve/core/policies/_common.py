@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 
 from fairserve.core.model import Request, Tenant
@@ -130,6 +131,49 @@ class KeyedQueue:
             live = self._live
             self._heap = [e for e in self._heap if live.get(e[3]) == e[2]]
             heapq.heapify(self._heap)
+        return True
+
+
+# ---------------------------------------------------------------- requeued requests
+
+
+class Requeued:
+    """Preempted requests put back: served before any request still waiting, the
+    most recently requeued first.
+
+    That is where vLLM's recompute preemption puts a victim (the front of its
+    waiting queue). A requeued request was dispatched once already, so serving
+    it again charges, tags or counts nothing in the policy that holds it.
+    """
+
+    __slots__ = ("_reqs",)
+
+    def __init__(self) -> None:
+        self._reqs: deque[Request] = deque()
+
+    def __len__(self) -> int:
+        return len(self._reqs)
+
+    def put(self, req: Request) -> None:
+        """Put ``req`` at the front; requeueing a request already requeued is a bug."""
+        if req in self._reqs:
+            raise ValueError(f"request {req.id} is already queued")
+        self._reqs.appendleft(req)
+
+    def peek(self) -> Request | None:
+        """The request served next, or None."""
+        return self._reqs[0] if self._reqs else None
+
+    def pop(self) -> Request | None:
+        """Remove and return the request served next, or None."""
+        return self._reqs.popleft() if self._reqs else None
+
+    def remove(self, req: Request) -> bool:
+        """Forget ``req``; False if it was not requeued."""
+        try:
+            self._reqs.remove(req)
+        except ValueError:
+            return False
         return True
 
 

@@ -5,6 +5,8 @@ A policy sees requests and tenants, never engines or clocks: every method takes
 
 - ``push`` when a request arrives, ``pop``/``peek`` when capacity frees up,
   ``remove`` when a queued request is cancelled;
+- ``requeue`` when a request it served was preempted and must wait again
+  (an engine that runs the policy as its own waiting queue);
 - ``on_served(tenant, prefill_tokens, decode_tokens, now)`` as service is
   given — aggregated per tenant between two scheduling decisions, which is
   exact for any decision taken at those points — but only when the policy's
@@ -41,6 +43,14 @@ class Policy(Protocol):
 
     def peek(self, now: float) -> Request | None:
         """The request ``pop`` would return, without removing it."""
+
+    def requeue(self, req: Request, now: float) -> None:
+        """Take back ``req``, popped earlier and since preempted, to be served again.
+
+        Every policy here serves requeued requests before any request still
+        waiting, the most recently requeued first (vLLM puts a preempted
+        request at the front of its queue), without charging them again.
+        """
 
     def remove(self, req: Request) -> bool:
         """Remove a waiting request (cancelled); False if it was not queued."""

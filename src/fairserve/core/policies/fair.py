@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from fairserve.core.model import Request, Tenant
 from fairserve.core.policies._common import (
     KeyedQueue,
+    Requeued,
     TenantHeap,
     Weights,
     check_choice,
@@ -52,6 +53,7 @@ class TenantFairPolicy:
         self._tenants = TenantHeap()
         self._len = 0
         self._last_left: str | None = None
+        self._requeued = Requeued()
 
     # -- what subclasses change
 
@@ -101,13 +103,24 @@ class TenantFairPolicy:
         if len(queue) == 1:
             self._backlog(req.tenant)
 
+    def requeue(self, req: Request, now: float) -> None:
+        """Serve a preempted request before the tenants' queues, uncharged (see ``Requeued``)."""
+        queue = self._queues.get(req.tenant)
+        if queue is not None and req in queue:
+            raise ValueError(f"request {req.id} is already queued")
+        self._requeued.put(req)
+
     def peek(self, now: float) -> Request | None:
         """The head of the lowest-counter backlogged tenant: amortised O(1)."""
+        if self._requeued:
+            return self._requeued.peek()
         tenant = self._tenants.min()
         return None if tenant is None else self._queues[tenant].peek()
 
     def pop(self, now: float) -> Request | None:
         """Dispatch the head of the lowest-counter tenant and charge it: O(log n + log T)."""
+        if self._requeued:
+            return self._requeued.pop()
         tenant = self._tenants.min()
         if tenant is None:
             return None
@@ -124,14 +137,14 @@ class TenantFairPolicy:
         """Cancel a queued request: O(1) amortised."""
         queue = self._queues.get(req.tenant)
         if queue is None or not queue.remove(req):
-            return False
+            return self._requeued.remove(req)
         self._len -= 1
         if not queue:
             self._drained(req.tenant)
         return True
 
     def __len__(self) -> int:
-        return self._len
+        return self._len + len(self._requeued)
 
     def on_served(self, tenant: str, prefill_tokens: int, decode_tokens: int, now: float) -> None:
         """No charge for service here (see subclasses)."""

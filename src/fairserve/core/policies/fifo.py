@@ -11,20 +11,37 @@ from fairserve.core.policies.base import POLICIES
 
 @POLICIES.register("fifo")
 class FifoPolicy:
-    """Serve in arrival order; preempt the most recently admitted request."""
+    """Serve in arrival order; a preempted request goes back to the front (as in
+    vLLM's FCFS scheduler); preempt the most recently admitted request."""
 
     charges = False
 
     def __init__(self, tenants: Mapping[str, Tenant] | None = None) -> None:
         self._queue: deque[Request] = deque()
+        self._queued: set[Request] = set()  # to refuse a double push in O(1)
+
+    def _enter(self, req: Request) -> None:
+        if req in self._queued:
+            raise ValueError(f"request {req.id} is already queued")
+        self._queued.add(req)
 
     def push(self, req: Request, now: float) -> None:
         """Append at the tail."""
+        self._enter(req)
         self._queue.append(req)
+
+    def requeue(self, req: Request, now: float) -> None:
+        """Put a preempted request at the head."""
+        self._enter(req)
+        self._queue.appendleft(req)
 
     def pop(self, now: float) -> Request | None:
         """Take the head."""
-        return self._queue.popleft() if self._queue else None
+        if not self._queue:
+            return None
+        req = self._queue.popleft()
+        self._queued.discard(req)
+        return req
 
     def peek(self, now: float) -> Request | None:
         """The head."""
@@ -32,10 +49,10 @@ class FifoPolicy:
 
     def remove(self, req: Request) -> bool:
         """Drop ``req`` from the queue (linear; cancellation is rare)."""
-        try:
-            self._queue.remove(req)
-        except ValueError:
+        if req not in self._queued:
             return False
+        self._queue.remove(req)
+        self._queued.discard(req)
         return True
 
     def __len__(self) -> int:
@@ -49,4 +66,6 @@ class FifoPolicy:
 
     def pick_victim(self, running: Sequence[Request], now: float) -> Request:
         """The most recently admitted request, as vLLM does."""
+        if not running:
+            raise ValueError("pick_victim needs at least one running request")
         return running[-1]

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from fairserve.core.model import Request, Tenant
 from fairserve.core.policies._common import (
     KeyedQueue,
+    Requeued,
     Weights,
     check_choice,
     check_number,
@@ -35,6 +36,7 @@ class KeyedPolicy:
     def __init__(self, tenants: Mapping[str, Tenant] | None = None) -> None:
         self._tenants = Weights(tenants)
         self._queue = KeyedQueue()
+        self._requeued = Requeued()
 
     def key(self, req: Request) -> float:
         """The sort key of ``req``: smaller is served first. Must not depend on time."""
@@ -44,20 +46,30 @@ class KeyedPolicy:
         """Queue ``req`` under its key: O(log n)."""
         self._queue.push(req, self.key(req))
 
+    def requeue(self, req: Request, now: float) -> None:
+        """Serve a preempted request before the queue (see ``Requeued``)."""
+        if req in self._queue:
+            raise ValueError(f"request {req.id} is already queued")
+        self._requeued.put(req)
+
     def pop(self, now: float) -> Request | None:
         """The request with the smallest key: O(log n)."""
+        if self._requeued:
+            return self._requeued.pop()
         return self._queue.pop()
 
     def peek(self, now: float) -> Request | None:
         """What ``pop`` would return: amortised O(1)."""
+        if self._requeued:
+            return self._requeued.peek()
         return self._queue.peek()
 
     def remove(self, req: Request) -> bool:
         """Cancel a queued request: O(1) amortised."""
-        return self._queue.remove(req)
+        return self._queue.remove(req) or self._requeued.remove(req)
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + len(self._requeued)
 
     def on_served(self, tenant: str, prefill_tokens: int, decode_tokens: int, now: float) -> None:
         """These policies charge nothing (``charges`` is False)."""

@@ -48,6 +48,7 @@ from collections.abc import Mapping, Sequence
 from fairserve.core.model import Request, Tenant
 from fairserve.core.policies._common import (
     KeyedQueue,
+    Requeued,
     Weights,
     check_number,
     check_tokens,
@@ -92,6 +93,7 @@ class UwfqPolicy:
         self._tag: dict[Request, float] = {}  # F_j of queued and running requests
         self._size: dict[Request, float] = {}  # predicted cost of running requests
         self._unconsumed: dict[str, float] = {}  # tenant -> predicted cost not yet served
+        self._requeued = Requeued()
 
     def size(self, req: Request) -> float:
         """Predicted work of ``req`` in weighted tokens."""
@@ -135,8 +137,17 @@ class UwfqPolicy:
         self._queue.push(req, tag)
         self._tag[req] = tag
 
+    def requeue(self, req: Request, now: float) -> None:
+        """Serve a preempted request before the queue (see ``Requeued``); it stays
+        dispatched: its tag, predicted size and the tenant's activity are kept."""
+        if req in self._queue:
+            raise ValueError(f"request {req.id} is already queued")
+        self._requeued.put(req)
+
     def pop(self, now: float) -> Request | None:
         """The request with the smallest virtual finish time: O(log n)."""
+        if self._requeued:
+            return self._requeued.pop()
         req = self._queue.pop()
         if req is not None:
             size = self.size(req)
@@ -146,10 +157,14 @@ class UwfqPolicy:
 
     def peek(self, now: float) -> Request | None:
         """What ``pop`` would return: amortised O(1)."""
+        if self._requeued:
+            return self._requeued.peek()
         return self._queue.peek()
 
     def remove(self, req: Request) -> bool:
         """Cancel a queued request: O(1) amortised."""
+        if self._requeued.remove(req):
+            return True  # still dispatched: on_finish settles it
         if not self._queue.remove(req):
             return False
         del self._tag[req]
@@ -157,7 +172,7 @@ class UwfqPolicy:
         return True
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + len(self._requeued)
 
     def on_served(self, tenant: str, prefill_tokens: int, decode_tokens: int, now: float) -> None:
         """Advance the virtual clock; push the tenant's tags later if it overran."""
