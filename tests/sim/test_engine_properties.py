@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -166,3 +168,90 @@ def test_engine_placement_policies_conserve_requests_and_blocks(
     # Route on arrival (a huge engine queue cap): each engine's policy orders its queue.
     loop.run(iter(reqs), Cluster(engines, RoundRobinRouter(), FifoPolicy(), 1 << 30))
     assert_exactly_once_and_conserved(records.to_numpy(), reqs, engines)
+
+
+# Tenant weights that keep every charge a dyadic rational: the per-step engine
+# reports service step by step and the event-skipping one per run, so the sums
+# must be exact for the two to see the same counters (uwfq divides by the sum
+# of the active tenants' weights, hence equal weights there).
+CHARGING_WEIGHTS = {
+    "vtc": {"a": 1.0, "b": 2.0},
+    "fair-sjf": {"a": 1.0, "b": 2.0},
+    "wrr": {"a": 1.0, "b": 2.0},
+    "uwfq": {"a": 1.0, "b": 1.0},
+}
+
+
+@st.composite
+def tenant_scenarios(draw: st.DrawFn) -> tuple[list[Request], EngineConfig, int, int]:
+    """``scenarios`` with two tenants and, for some requests, a predicted length."""
+    reqs, cfg, instances, cap = draw(scenarios())
+    for r in reqs:
+        r.tenant = draw(st.sampled_from("ab"))
+        r.predicted_output_tokens = draw(st.none() | st.integers(1, 80))
+    return reqs, cfg, instances, cap
+
+
+def simulate_engine_placement(
+    engine_cls: type[Engine] | type[StepEngine],
+    reqs: list[Request],
+    cfg: EngineConfig,
+    instances: int,
+    policy: str,
+) -> tuple[RecordArrays, list[Engine] | list[StepEngine]]:
+    """Route on arrival; each engine runs its own instance of ``policy``."""
+    from fairserve.core.model import Tenant
+    from fairserve.core.policies import POLICIES
+
+    tenants = {name: Tenant(name, weight=w) for name, w in CHARGING_WEIGHTS[policy].items()}
+    records = RequestRecords()
+    engines = [
+        engine_cls(i, MODEL, cfg, records, POLICIES.create(policy, tenants=tenants))
+        for i in range(instances)
+    ]
+    fresh = [copy.copy(r) for r in reqs]  # each run its own requests (policies key on them)
+    loop.run(iter(fresh), Cluster(engines, RoundRobinRouter(), FifoPolicy(), 1 << 30))
+    return records.to_numpy(), engines  # type: ignore[return-value]
+
+
+@given(tenant_scenarios(), st.sampled_from(sorted(CHARGING_WEIGHTS)))
+@SETTINGS
+def test_engine_placement_with_charging_policies_agrees_with_the_per_step_engine(
+    scenario: tuple[list[Request], EngineConfig, int, int], policy: str
+) -> None:
+    reqs, cfg, instances, _ = scenario
+    fast, fast_engines = simulate_engine_placement(Engine, reqs, cfg, instances, policy)
+    ref, ref_engines = simulate_engine_placement(StepEngine, reqs, cfg, instances, policy)
+    for column in ("first_scheduled_s", "first_token_s", "finish_s"):
+        np.testing.assert_allclose(
+            ordered(fast, column), ordered(ref, column), rtol=1e-9, atol=1e-12, err_msg=column
+        )
+    for column in ("outcome", "instance", "output_tokens", "cached_prompt_tokens", "preemptions"):
+        np.testing.assert_array_equal(ordered(fast, column), ordered(ref, column), err_msg=column)
+    assert_exactly_once_and_conserved(fast, reqs, fast_engines)  # type: ignore[arg-type]
+    for engine in ref_engines:
+        engine.check()
+        assert engine.pool.used_blocks == 0 and not engine.running and engine.num_waiting == 0
+
+
+def test_a_blocked_head_yields_as_soon_as_the_charges_reorder_the_queue() -> None:
+    # Tenant b was charged a long prompt; tenant a's long decode then raises a's
+    # counter step by step. a's next request is at the head but does not fit in
+    # the KV cache; once a's counter passes b's, VTC puts b's small request at
+    # the head and it runs at once, long before a's decode ends. The
+    # event-skipping engine must look at the head again after every step.
+    reqs = [
+        Request(0, 0.0, 2000, 10, tenant="b"),
+        Request(1, 0.0, 20, 2000, tenant="a"),
+        Request(2, 0.5, 3180, 1, tenant="a"),
+        Request(3, 0.5, 16, 5, tenant="b"),
+    ]
+    cfg = EngineConfig(num_gpu_blocks=200, enable_prefix_caching=False)
+    fast, _ = simulate_engine_placement(Engine, reqs, cfg, 1, "vtc")
+    ref, _ = simulate_engine_placement(StepEngine, reqs, cfg, 1, "vtc")
+    np.testing.assert_allclose(
+        ordered(fast, "first_scheduled_s"), ordered(ref, "first_scheduled_s")
+    )
+    sched = ordered(fast, "first_scheduled_s")
+    finish = ordered(fast, "finish_s")
+    assert sched[2] >= finish[1] > sched[3] > 0.5

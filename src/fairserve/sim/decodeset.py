@@ -23,7 +23,7 @@ from fairserve.sim.sequence import Seq, SeqStatus, admit_order
 
 
 class DecodeSet:
-    """Aggregates of the decoding sequences: join, leave and shift in O(log n)."""
+    """Aggregates of the decoding sequences: join and leave in O(log n)."""
 
     __slots__ = (
         "_heap",
@@ -80,11 +80,6 @@ class DecodeSet:
         self.residue_count[seq.residue] -= 1
         seq.epoch += 1  # invalidates its heap entry
         return computed, out
-
-    def shift(self, seq: Seq, g: int) -> None:
-        """``seq`` is left out of step ``g``: it resumes one step later."""
-        computed, out = self.leave(seq, g)
-        self.join(seq, computed, out, g + 1)
 
     def next_finish_g(self) -> int:
         """The step at which the next decode finishes (the set must not be empty)."""

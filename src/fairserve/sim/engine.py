@@ -126,6 +126,7 @@ class Engine:
         self._waiting: dict[Request, Seq] = {}
         self.running: dict[int, Seq] = {}  # admission order
         self.prefilling: list[Seq] = []  # running sequences still in prefill (running order)
+        self._paused: list[Seq] = []  # decodes left out of the step in flight
         charged = charge_to if charge_to is not None else policy
         self._charged = charged if charged is not None and charged.charges else None
         self.decodes = DecodeSet(self.bs, per_tenant=self._charged is not None)
@@ -133,11 +134,13 @@ class Engine:
         self._batch: list[tuple[Seq, int]] = []
         self._line: DecodeLine | None = None
         self._run_steps = 0  # steps in the decode run in flight
+        self._run_charged = 0  # of them, steps already reported to the charged policy
         self._run_t0 = 0.0
         self._step_end = 0.0
         self._starting = False  # woken from idle: the first step is planned at wake_s
         self._budget = 0
-        self._head_touches_cache = False  # the blocked waiting head has evictable hits
+        self._head_blocked = False  # the waiting head did not fit in the KV cache
+        self._head_touches_cache = False  # ... and has evictable hits
         # Load as a router could know it: prompt + max_tokens (0 when unset), and
         # prompt + predicted output, of the requests assigned and not finished.
         self.outstanding_tokens = 0
@@ -192,6 +195,8 @@ class Engine:
         if self.policy is None:
             self._fcfs.append(seq)
         else:
+            if self._line is not None and self._charged is self.policy:
+                self._charge_run_until(now)
             self._waiting[req] = seq
             self.policy.push(req, now)
         self.waiting_prefill_tokens += req.prompt_tokens
@@ -271,6 +276,12 @@ class Engine:
         preempted = self._schedule_running()
         if not preempted:
             self._schedule_waiting()
+        elif not self._batch and not self.decodes.count:
+            # Every request the running loop reached was preempted: the step is
+            # empty and over at once (as in vLLM); the next one is planned now.
+            self._resume_paused()
+            self._plan()
+            return
         if not self._batch and not preempted and self.decodes.count:
             self._start_run()
         else:
@@ -279,9 +290,9 @@ class Engine:
 
     def _schedule_running(self) -> bool:
         """Give every running sequence its tokens; True if a preemption was needed."""
-        pool = self.pool
-        need = self.decodes.blocks_at(self.g)
-        budget = self.config.max_num_batched_tokens - self.decodes.count
+        pool, decodes = self.pool, self.decodes
+        need = decodes.residue_count[self.g % self.bs]  # DecodeSet.blocks_at, inlined
+        budget = self.config.max_num_batched_tokens - decodes.count
         batch = self._batch
         batch.clear()
         for seq in self.prefilling:
@@ -335,10 +346,13 @@ class Engine:
             tokens[seq] = n_tok
             budget -= n_tok
             i += 1
-        # Decoding sequences left out of this step do not advance: shift them.
+        # Decodes left out of this step (after the loop ended) do not advance:
+        # they leave the decode set until the step is over.
         for seq in order:
             if seq.status is SeqStatus.DECODE and seq not in tokens:
-                self.decodes.shift(seq, g)
+                seq.computed, seq.out = self.decodes.leave(seq, g)
+                seq.status = SeqStatus.PAUSED
+                self._paused.append(seq)
         self._batch = [(s, n) for s, n in tokens.items() if s.status is SeqStatus.PREFILL]
         self._budget = budget
         return True
@@ -346,9 +360,9 @@ class Engine:
     def _schedule_waiting(self) -> None:
         """Admit waiting requests while budget, sequence slots and KV blocks last."""
         budget = self._budget
-        self._head_touches_cache = False
-        if budget <= 0:
-            return
+        self._head_blocked = self._head_touches_cache = False
+        if budget <= 0 or not (self._fcfs or self._waiting):
+            return  # nothing waiting: the common case, checked without a call
         pool, bs, max_seqs = self.pool, self.bs, self.config.max_num_seqs
         while budget > 0 and len(self.running) < max_seqs:
             seq = self._waiting_head()
@@ -359,6 +373,7 @@ class Engine:
             chunk = min(seq.todo - cached, budget)
             new_blocks = cdiv(cached + chunk, bs) - cached // bs
             if new_blocks + touch > pool.free_blocks:
+                self._head_blocked = True
                 # Evicting the cached blocks it would reuse can make it fit later.
                 self._head_touches_cache = touch > 0
                 break
@@ -397,7 +412,7 @@ class Engine:
     def _start_step(self) -> None:
         """Price one detailed step from its composition."""
         b = self.decodes.count
-        kv = self.decodes.kv_tokens(self.g)
+        kv = self.decodes.kv_base + b * self.g if b else 0  # DecodeSet.kv_tokens, inlined
         pairs = kv
         prefill = 0
         for seq, chunk in self._batch:
@@ -425,9 +440,15 @@ class Engine:
             limit = decodes.steps_within_blocks(g, free)
             if limit < steps:
                 steps = limit
-        line = self.cost.decode_line(decodes.count, decodes.kv_tokens(g))
+        if self._head_blocked and self._charged is not None and self._charged is self.policy:
+            # The policy may put another request at the head as the decodes are
+            # charged (VTC's counters pass one another), so the head is looked
+            # at again after every step, as a step-by-step scheduler would.
+            steps = 1
+        line = self.cost.decode_line(decodes.count, decodes.kv_base + decodes.count * g)
         self._line = line
         self._run_steps = steps
+        self._run_charged = 0
         self._run_t0 = self.now
         self.wake_s = self.now + line.total_s(steps)
 
@@ -464,8 +485,10 @@ class Engine:
         self.now = end
         self._line = None
         if self._charged is not None:
-            self._charge_decodes(k)
-        self._complete_decodes()
+            self._charge_decodes(k - self._run_charged, end)
+        done = self.decodes.finishing(self.g)
+        if done:
+            self._complete_decodes(done)
 
     def _finish_step(self) -> None:
         end = self._step_end
@@ -474,7 +497,7 @@ class Engine:
         self.now = end
         charged = self._charged
         if charged is not None:
-            self._charge_decodes(1)
+            self._charge_decodes(1, end)
         for seq, chunk in self._batch:
             self.prefill_tokens += chunk
             if charged is not None:
@@ -484,19 +507,44 @@ class Engine:
                 self._register_prefix(seq)
         # Release order shapes the prefix cache's LRU order, so endings follow the
         # running order as in vLLM: decodes (admitted earlier) first, then prefills.
-        self._complete_decodes()
+        done = self.decodes.finishing(self.g)
+        if done:
+            self._complete_decodes(done)
         for seq, _ in self._batch:
             if seq.computed == seq.todo:
                 self._prefill_done(seq)
         self._batch.clear()
+        if self._paused:
+            self._resume_paused()
 
-    def _charge_decodes(self, steps: int) -> None:
+    def _resume_paused(self) -> None:
+        """Decodes left out of the step just over rejoin the decode set."""
+        for seq in self._paused:
+            self.decodes.join(seq, seq.computed, seq.out, self.g)
+        self._paused.clear()
+
+    def _charge_decodes(self, steps: int, now: float) -> None:
         """Charge ``steps`` decode tokens to each decoding sequence's tenant."""
         charged = self._charged
         assert charged is not None
         for tenant, count in self.decodes.tenants.items():
             if count:
-                charged.on_served(tenant, 0, steps * count, self.now)
+                charged.on_served(tenant, 0, steps * count, now)
+
+    def _charge_run_until(self, now: float) -> None:
+        """Report the steps of the run in flight that ended before ``now``.
+
+        The engine's own policy reads its counters when a request is pushed
+        (VTC lifts a returning tenant to the lowest counter), so it must have
+        heard of every step that ended before the arrival, as it would have
+        step by step.
+        """
+        line = self._line
+        assert line is not None
+        ended = min(line.steps_to_reach(now - self._run_t0) - 1, self._run_steps - 1)
+        if ended > self._run_charged:
+            self._charge_decodes(ended - self._run_charged, now)
+            self._run_charged = ended
 
     def _prefill_done(self, seq: Seq) -> None:
         self.prefilling.remove(seq)
@@ -521,9 +569,9 @@ class Engine:
         if full > seq.hashed:
             seq.hashed = full
 
-    def _complete_decodes(self) -> None:
+    def _complete_decodes(self, done: list[Seq]) -> None:
         decodes, g = self.decodes, self.g
-        for seq in decodes.finishing(g):
+        for seq in done:
             computed, _ = decodes.leave(seq, g)
             seq.out = seq.target
             self._complete(seq, computed)

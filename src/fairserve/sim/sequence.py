@@ -15,6 +15,7 @@ class SeqStatus(Enum):
     WAITING = "waiting"  # queued, new or preempted; holds no KV blocks
     PREFILL = "prefill"  # running, its prompt (or its recomputation) not finished
     DECODE = "decode"  # running, one token a step; counts kept by the decode set
+    PAUSED = "paused"  # a decode left out of the step in flight (after a preemption)
     DONE = "done"
 
 

@@ -212,7 +212,12 @@ class StepEngine:
         budget = self._schedule_running()
         if budget is not None:
             self._schedule_waiting(budget)
-        assert self.scheduled, "a planned step with nothing to run"
+        if not self.scheduled:
+            assert budget is None, "a planned step with nothing to run"
+            # Every request the running loop reached was preempted: the step is
+            # empty and over at once (as in vLLM); the next one is planned now.
+            self._plan()
+            return
         tokens = kv = pairs = 0
         for seq, n in self.scheduled:
             tokens += n

@@ -20,19 +20,19 @@ class FifoPolicy:
         self._queue: deque[Request] = deque()
         self._queued: set[Request] = set()  # to refuse a double push in O(1)
 
-    def _enter(self, req: Request) -> None:
-        if req in self._queued:
-            raise ValueError(f"request {req.id} is already queued")
-        self._queued.add(req)
-
     def push(self, req: Request, now: float) -> None:
         """Append at the tail."""
-        self._enter(req)
+        queued = self._queued
+        if req in queued:
+            raise ValueError(f"request {req.id} is already queued")
+        queued.add(req)
         self._queue.append(req)
 
     def requeue(self, req: Request, now: float) -> None:
         """Put a preempted request at the head."""
-        self._enter(req)
+        if req in self._queued:
+            raise ValueError(f"request {req.id} is already queued")
+        self._queued.add(req)
         self._queue.appendleft(req)
 
     def pop(self, now: float) -> Request | None:
