@@ -32,8 +32,10 @@ import yaml
 
 T = TypeVar("T")
 
-#: Keyword arguments a driver may hand a factory; never user parameters.
+#: Keyword arguments a driver may hand a factory. ``seed`` is a plain value a user
+#: may also set (``noisy-oracle:seed=3``); the others are objects only a driver has.
 CONTEXT_KEYS = frozenset({"seed", "tenants", "predictor", "load"})
+DRIVER_ONLY_KEYS = CONTEXT_KEYS - {"seed"}
 
 
 class ComponentError(ValueError):
@@ -218,7 +220,7 @@ class Registry(Generic[T]):
         params = _signature(self.factory(name))
         if params is None:
             return None
-        return [p for p in params if p not in CONTEXT_KEYS]
+        return [p for p in params if p not in DRIVER_ONLY_KEYS]
 
     def check(self, spec: ComponentSpec | str | Mapping[str, Any]) -> ComponentSpec:
         """Validate the name and parameter names of ``spec`` without building it."""
