@@ -58,12 +58,12 @@ def test_unknown_parameter_names_the_allowed_ones() -> None:
 
 
 def test_unknown_name_lists_the_known_ones() -> None:
-    with pytest.raises(ComponentError, match="known: .*fifo.*vtc"):
+    with pytest.raises(ComponentError, match=r"known: .*fifo.*vtc"):
         POLICIES.build("nope")
 
 
 def test_a_bad_value_names_the_component() -> None:
-    with pytest.raises(ComponentError, match="prefix-affinity:imbalance=0.5"):
+    with pytest.raises(ComponentError, match=r"prefix-affinity:imbalance=0\.5"):
         ROUTERS.build("prefix-affinity:imbalance=0.5")
 
 
