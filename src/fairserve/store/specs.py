@@ -57,14 +57,16 @@ def validate(
     what: str = "spec",
     error: ErrorType = SpecError,
 ) -> M:
-    """Validate a parsed mapping; each error on its own line, naming the key path."""
+    """Validate a parsed mapping; one line per problem, naming the key path."""
     if not isinstance(data, dict):
         raise error(f"{origin}: a {what} must be a mapping, got {type(data).__name__}")
     try:
         return model_cls.model_validate(data)
     except ValidationError as exc:
         lines = [f"{origin}: {_key_path(e['loc'])}: {e['msg']}" for e in exc.errors()]
-        raise error(f"invalid {what}\n" + "\n".join(lines)) from None
+        if len(lines) == 1:
+            raise error(lines[0]) from None
+        raise error(f"invalid {what} ({len(lines)} problems):\n" + "\n".join(lines)) from None
 
 
 def _key_path(loc: tuple[int | str, ...]) -> str:
