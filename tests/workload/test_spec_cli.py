@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from fairserve.workload import TraceError, load
 from fairserve.cli.trace import trace_app
+from fairserve.workload import TraceError, load
 
 from .conftest import BURSTGPT_HEADER, REPO, TRACES, write
 

@@ -35,8 +35,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from fairserve.core.model import Request
-from fairserve.gateway.asgi import DisconnectWatch, EventStream
 from fairserve.engine_server.realtime import RealtimeEngine, TokenStream
+from fairserve.gateway.asgi import DisconnectWatch, EventStream
 from fairserve.gateway.errors import APIError, bad_request
 from fairserve.gateway.protocol import Endpoint, ParsedRequest, not_found_model, parse_request
 from fairserve.sim.config import EngineConfig

@@ -57,8 +57,8 @@ def test_state_validation() -> None:
 
 
 def test_fitted_on_simulator_telemetry() -> None:
-    from fairserve.sim.telemetry import latency_telemetry
     from fairserve.core.predict.latency import fit_and_score
+    from fairserve.sim.telemetry import latency_telemetry
 
     states, ttft, e2e, budget = latency_telemetry(1500, seed=1, period_s=40.0)
     assert len(states) == 1500 and np.all(ttft > 0) and np.all(e2e >= ttft)
