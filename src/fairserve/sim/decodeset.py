@@ -22,6 +22,8 @@ import heapq
 from fairserve.sim.sequence import Seq, SeqStatus, admit_order
 
 
+_NONE: list[Seq] = []  # shared, never mutated: "no decode finishes at this step"
+
 class DecodeSet:
     """Aggregates of the decoding sequences: join and leave in O(log n)."""
 
@@ -92,7 +94,7 @@ class DecodeSet:
         """The decodes that finish at step ``g``, in running order (still in the set)."""
         heap = self._heap
         if not heap or heap[0][0] > g:
-            return []
+            return _NONE  # most steps: no allocation (measured ~1% of a 1M-request run)
         done: list[Seq] = []
         while heap and heap[0][0] <= g:
             finish_g, _, epoch, seq = heapq.heappop(heap)
