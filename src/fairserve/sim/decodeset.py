@@ -21,8 +21,8 @@ import heapq
 
 from fairserve.sim.sequence import Seq, SeqStatus, admit_order
 
-
 _NONE: list[Seq] = []  # shared, never mutated: "no decode finishes at this step"
+
 
 class DecodeSet:
     """Aggregates of the decoding sequences: join and leave in O(log n)."""
