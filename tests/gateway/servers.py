@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -119,3 +120,108 @@ class Proc:
     def output(self) -> str:
         """Its output once it has exited."""
         return self.proc.stdout.read().decode() if self.proc.stdout else ""
+
+
+#: The prompt count :func:`scripted_upstream_app` reports (unlike the gateway's estimate).
+SCRIPTED_PROMPT_TOKENS = 18
+#: The words :func:`scripted_upstream_app` answers with, one per chunk.
+SCRIPTED_WORDS = ("Hello", " there", ",", " friend", ".")
+
+
+def _scripted_chunks(body: dict[str, Any], tool_calls: bool) -> list[dict[str, Any]]:
+    """The chunks of one answer: per choice, reasoning, words (or tool-call deltas), finish."""
+    chat = "messages" in body
+    n = int(body.get("n") or 1)
+    head = {"id": "up-1", "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": 1700000000, "model": body.get("model"), "system_fingerprint": "fp-test",
+            "x_unknown": {"kept": True}}  # fmt: skip
+    chunks: list[dict[str, Any]] = []
+
+    def choice(index: int, piece: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        logprobs = None
+        text = piece.get("content") or piece.get("text")
+        if text and chat:
+            logprobs = {"content": [{"token": text, "logprob": -0.5, "top_logprobs": []}]}
+        elif text:
+            logprobs = {"tokens": [text], "token_logprobs": [-0.5]}
+        out: dict[str, Any] = {"index": index, "logprobs": logprobs, "finish_reason": finish}
+        if chat:
+            out["delta"] = {k: v for k, v in piece.items() if k != "text"}
+        else:
+            out["text"] = piece.get("text", "")
+        return out
+
+    for index in range(n):
+        if chat:
+            chunks.append(
+                {**head, "choices": [choice(index, {"role": "assistant", "content": ""})]}
+            )
+            chunks.append({**head, "choices": [choice(index, {"reasoning_content": "think"})]})
+        if tool_calls and chat:
+            call = {"index": 0, "id": "call_1", "type": "function",
+                    "function": {"name": "get_weather", "arguments": ""}}  # fmt: skip
+            chunks.append({**head, "choices": [choice(index, {"tool_calls": [call]})]})
+            for part in ('{"city": ', '"Paris"', "}"):
+                delta = {"tool_calls": [{"index": 0, "function": {"arguments": part}}]}
+                chunks.append({**head, "choices": [choice(index, delta)]})
+            finish = "tool_calls"
+        else:
+            for word in SCRIPTED_WORDS:
+                piece = {"content": word} if chat else {"text": word}
+                chunks.append({**head, "choices": [choice(index, piece)]})
+            finish = "stop"
+        chunks.append({**head, "choices": [choice(index, {}, finish)]})
+    return chunks
+
+
+def scripted_upstream_app(*, compact: bool, tool_calls: bool = False) -> Any:
+    """An OpenAI-compatible upstream with a fixed answer, its JSON compact or with spaces.
+
+    ``compact=False`` is Python's default ``json.dumps`` (``{"a": 1}``), as
+    several OpenAI-compatible servers emit. Each chunk carries one token per
+    choice; the usage chunk (when asked for) reports
+    :data:`SCRIPTED_PROMPT_TOKENS` and the completion tokens sent.
+    ``last_body`` on the app's state is the body of the last request.
+    """
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, StreamingResponse
+    from starlette.routing import Route
+
+    separators = (",", ":") if compact else (", ", ": ")
+
+    async def generate(request: Request) -> StreamingResponse:
+        body = await request.json()
+        app.state.last_body = body
+        chunks = _scripted_chunks(body, tool_calls)
+        completion = sum(1 for c in chunks for ch in c["choices"] if _scripted_output(ch))
+
+        async def events() -> Any:
+            for chunk in chunks:
+                yield b"data: " + json.dumps(chunk, separators=separators).encode() + b"\n\n"
+            if (body.get("stream_options") or {}).get("include_usage"):
+                usage = {"prompt_tokens": SCRIPTED_PROMPT_TOKENS, "completion_tokens": completion,
+                         "total_tokens": SCRIPTED_PROMPT_TOKENS + completion}  # fmt: skip
+                last = {**chunks[0], "choices": [], "usage": usage}
+                yield b"data: " + json.dumps(last, separators=separators).encode() + b"\n\n"
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    app = Starlette(routes=[
+        Route("/v1/chat/completions", generate, methods=["POST"]),
+        Route("/v1/completions", generate, methods=["POST"]),
+        Route("/health", health),
+    ])  # fmt: skip
+    app.state.last_body = None
+    return app
+
+
+def _scripted_output(choice: dict[str, Any]) -> bool:
+    delta = choice.get("delta") or {}
+    calls = delta.get("tool_calls") or ()
+    return bool(choice.get("text") or delta.get("content") or delta.get("reasoning_content")
+                or any(c["function"].get("arguments") for c in calls))  # fmt: skip

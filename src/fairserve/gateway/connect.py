@@ -103,7 +103,12 @@ def upstream_body(flight: Flight, backend: BackendState) -> bytes:
     """The client's body, streaming with usage; the tenant's priority where the backend takes it."""
     body = dict(flight.parsed.body)
     body["stream"] = True
-    body["stream_options"] = {"include_usage": True}
+    # Usage always: the engine's counts are the ones charged; the relay strips it again
+    # for a client that did not ask. The client's other options (vLLM's
+    # continuous_usage_stats) stay.
+    options = body.get("stream_options")
+    body["stream_options"] = {**(options if isinstance(options, dict) else {}),
+                              "include_usage": True}  # fmt: skip
     body.pop("priority", None)  # a client must not choose its own priority
     if backend.config.priority:
         body["priority"] = flight.req.priority

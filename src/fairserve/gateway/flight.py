@@ -40,13 +40,15 @@ class End(enum.StrEnum):
 class Flight:
     """One admitted request, from admission to its single end.
 
-    ``produced`` counts the output tokens relayed (the upstream's usage figure
-    replaces it at the end when there is one); times are the gateway's clock.
+    ``produced`` counts the output tokens relayed and charged (the engine's
+    usage replaces it at the end when there is one: :mod:`.ledger`);
+    ``charged_prompt_tokens`` is the prompt charged to the policy with the
+    first token (the estimate); times are the gateway's clock.
     """
 
     __slots__ = (
-        "backend", "dispatched_s", "ended", "failed", "first_token_s", "instance", "parsed",
-        "produced", "req", "tenant", "ticket", "usage", "watch",
+        "backend", "charged_prompt_tokens", "dispatched_s", "ended", "failed", "first_token_s",
+        "instance", "parsed", "produced", "req", "tenant", "ticket", "usage", "watch",
     )  # fmt: skip
 
     def __init__(self, req: Request, tenant: TenantState, parsed: ParsedRequest) -> None:
@@ -57,9 +59,27 @@ class Flight:
         self.ticket: Ticket | None = None  # its place in the dispatcher, once submitted
         self.watch: DisconnectWatch | None = None
         self.produced = 0
+        self.charged_prompt_tokens = 0
         self.usage: dict[str, Any] | None = None
         self.dispatched_s = NAN
         self.first_token_s = NAN
         self.ended = False
         self.failed = False  # a streamed answer ended with an error event
         self.instance: int | None = None  # index of the last backend it was sent to
+
+    @property
+    def prompt_tokens(self) -> int:
+        """The engine's prompt count once it reported one, else the gateway's estimate."""
+        return _usage_count(self.usage, "prompt_tokens", self.req.prompt_tokens)
+
+    @property
+    def completion_tokens(self) -> int:
+        """The engine's completion count once it reported one, else the tokens relayed."""
+        return _usage_count(self.usage, "completion_tokens", self.produced)
+
+
+def _usage_count(usage: dict[str, Any] | None, key: str, default: int) -> int:
+    value = usage.get(key) if usage else None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return default  # absent or nonsense: the gateway's own count stands
+    return value

@@ -59,14 +59,29 @@ class Ledger:
         if not self.flights:
             self.idle.set()
         now = self.clock()
-        usage = flight.usage
-        if usage and isinstance(usage.get("completion_tokens"), int):
-            flight.produced = usage["completion_tokens"]  # the engine's count wins over ours
+        self._reconcile(flight, now)
         self.connector.unassign(flight)
         self.policy.on_finish(flight.req, flight.produced, now)
         if end is End.COMPLETED:
             self._completed(flight, now)
         self._count(flight, end, now)
+
+    def _reconcile(self, flight: Flight, now: float) -> None:
+        """The engine's usage wins: charge the policy the difference to what was charged.
+
+        A prompt the estimate over-counted is not refunded: the fair policies
+        charge the prompt at dispatch and credit it against prefill, and a
+        negative prefill would grow that credit instead.
+        """
+        if not flight.usage:
+            return
+        # (charged_prompt_tokens is 0 when no token was relayed: the whole prompt is due)
+        prompt_delta = max(0, flight.prompt_tokens - flight.charged_prompt_tokens)
+        completion_delta = flight.completion_tokens - flight.produced
+        flight.charged_prompt_tokens += prompt_delta
+        flight.produced = flight.completion_tokens
+        if self.policy.charges and (prompt_delta or completion_delta):
+            self.policy.on_served(flight.tenant.name, prompt_delta, completion_delta, now)
 
     def _completed(self, flight: Flight, now: float) -> None:
         req, tenant, m = flight.req, flight.tenant.name, self.metrics
@@ -83,7 +98,7 @@ class Ledger:
     def _count(self, flight: Flight, end: End, now: float) -> None:
         req, tenant, m = flight.req, flight.tenant.name, self.metrics
         m.requests.labels(tenant, end.value).inc()
-        m.tokens.labels(tenant, "prompt").inc(req.prompt_tokens)
+        m.tokens.labels(tenant, "prompt").inc(flight.prompt_tokens)
         m.tokens.labels(tenant, "completion").inc(flight.produced)
         self.outcomes[end] += 1
         if self.records is not None:
@@ -91,5 +106,5 @@ class Ledger:
             reason = None if end is End.COMPLETED else end.value
             self.records.add(
                 req.id, tenant, instance, end.outcome, req.arrival_s, flight.dispatched_s,
-                flight.first_token_s, now, req.prompt_tokens, flight.produced, 0, 0, reason,
+                flight.first_token_s, now, flight.prompt_tokens, flight.produced, 0, 0, reason,
             )  # fmt: skip

@@ -1,18 +1,21 @@
 """The upstream stream back to the client: the SSE relay and the non-streaming JSON answer.
 
-Upstream bytes are cut into whole server-sent events and scanned by byte
-patterns (no JSON parse per event on the hot path): an event with non-empty
-``content`` or ``text`` counts one token, the usage chunk (``"choices":[]``)
-is kept for the ledger and dropped unless the client asked for it, an
-``{"error"`` event or a stream without ``[DONE]`` is a failure. Tokens are
-charged to the policy as they flow (the prompt with the first token), so a
-fair policy sees service when it happens. A stream that breaks before its
-first token is resumed on another backend (:meth:`.Connector.recover`).
+Upstream bytes are cut into whole server-sent events and each ``data:``
+payload is parsed as JSON (so any JSON formatting is read alike: spaces or
+none, any key order). A choice whose delta carries content, reasoning content
+or tool-call arguments (``text`` for completions) counts one completion token,
+for each choice of the chunk (``n > 1``); the engine's own ``usage`` replaces
+these counts at the end (:mod:`.ledger`). The usage chunk (``choices: []``),
+which the gateway always asks for, is kept for the ledger and dropped unless
+the client asked for it; an ``error`` event or a stream without ``[DONE]`` is
+a failure. Tokens are charged to the policy as they flow (the prompt estimate
+with the first token), so a fair policy sees service when it happens. A
+stream that breaks before its first token is resumed on another backend
+(:meth:`.Connector.recover`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -28,6 +31,19 @@ from fairserve.gateway.flight import Flight
 from fairserve.gateway.protocol import Endpoint
 
 DONE = b"data: [DONE]"
+_TEXT_KEYS = ("content", "reasoning_content", "reasoning")  # delta strings that are output
+
+
+class Block:
+    """Whole SSE events of one read: the bytes for the client and their parsed chunks."""
+
+    __slots__ = ("chunks", "done", "out", "tokens")
+
+    def __init__(self, out: bytes, chunks: list[dict[str, Any]], tokens: int, done: bool) -> None:
+        self.out = out
+        self.chunks = chunks
+        self.tokens = tokens
+        self.done = done
 
 
 class Relay:
@@ -42,8 +58,9 @@ class Relay:
         """The client's SSE stream (upstream bytes forwarded as they come)."""
         for _attempt in range(self.connector.attempts):
             try:
-                async for block in self._events(flight, response):
-                    yield block
+                async for block in self._blocks(flight, response):
+                    if block.out:
+                        yield block.out
                 return
             except UpstreamError as exc:
                 try:
@@ -56,33 +73,35 @@ class Relay:
     async def collect(self, flight: Flight, response: UpstreamResponse) -> dict[str, Any]:
         """One JSON answer assembled from the upstream stream (for ``stream: false``)."""
         for _attempt in range(self.connector.attempts):
-            answer = _Answer()
+            answer = Answer()
             try:
-                async for block in self._events(flight, response):
-                    answer.add(block)
+                async for block in self._blocks(flight, response):
+                    for chunk in block.chunks:
+                        answer.add(chunk)
                 return answer.body(flight)
             except UpstreamError as exc:
                 response = await self.connector.recover(flight, exc)
         raise unavailable_error()
 
-    async def _events(self, flight: Flight, response: UpstreamResponse) -> AsyncIterator[bytes]:
-        """Whole-event blocks of one upstream stream, accounted; raises if it breaks off."""
+    async def _blocks(self, flight: Flight, response: UpstreamResponse) -> AsyncIterator[Block]:
+        """Blocks of whole events of one upstream stream, accounted; raises if it breaks off."""
         buf = b""
         done = False
         try:
             async for raw in response.aiter_raw():
-                if buf:
-                    raw = buf + raw
+                raw = buf + raw if buf else raw
+                if b"\r" in raw:  # SSE allows CRLF line ends; one form is enough below
+                    raw = raw.replace(b"\r\n", b"\n")
                 end = raw.rfind(b"\n\n")
                 if end < 0:
                     buf = raw
                     continue
                 buf = raw[end + 2 :]
-                out, tokens, done = _scan(flight, raw[: end + 2])
-                if tokens:
-                    self._account(flight, tokens)
-                if out:
-                    yield out
+                block = parse_block(flight, raw[: end + 2])
+                done = done or block.done
+                if block.tokens:
+                    self._account(flight, block.tokens)
+                yield block
         except TransportError as exc:
             raise UpstreamError(
                 f"upstream stream broke: {exc}", retryable=flight.produced == 0
@@ -97,7 +116,7 @@ class Relay:
         prefill = 0
         if flight.produced == 0:
             flight.first_token_s = now
-            prefill = flight.req.prompt_tokens
+            prefill = flight.charged_prompt_tokens = flight.req.prompt_tokens
         flight.produced += tokens
         if flight.ticket is not None:
             flight.ticket.load.output_tokens += tokens  # the backend's batch estimate
@@ -105,76 +124,202 @@ class Relay:
             self.policy.on_served(flight.tenant.name, prefill, tokens, now)
 
 
-def _scan(flight: Flight, block: bytes) -> tuple[bytes, int, bool]:
-    """One block of whole SSE events: (bytes for the client, tokens, saw [DONE])."""
-    tokens = 0
-    done = False
-    dropped = False
+def parse_block(flight: Flight, block: bytes) -> Block:
+    """One block of whole SSE events (LF line ends), parsed and counted.
+
+    Records the engine's usage on the flight; drops the usage chunk when the
+    client did not ask for it; raises :class:`UpstreamError` on an error event.
+    """
+    chunks: list[dict[str, Any]] = []
     keep: list[bytes] = []
+    tokens = 0
+    done = dropped = False
     for event in block.split(b"\n\n"):
-        if not event:
+        data = _data(event)
+        if data is None:
+            keep.append(event)
             continue
-        if event.startswith(DONE):
+        if data == b"[DONE]":
             done = True
-        elif b'"choices":[]' in event:  # the usage chunk we asked for
-            with contextlib.suppress(ValueError):
-                flight.usage = json.loads(event[5:]).get("usage")
-            if not flight.parsed.include_usage:
+            keep.append(event)
+            continue
+        chunk = _json_object(data)
+        if chunk is None:  # not JSON: passed on, counts nothing
+            keep.append(event)
+            continue
+        if "error" in chunk and not chunk.get("choices"):
+            raise UpstreamError("upstream error event", retryable=flight.produced == 0,
+                                body=b"data: " + data)  # fmt: skip
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            flight.usage = usage
+            if not chunk.get("choices") and not flight.parsed.include_usage:
                 dropped = True
                 continue
-        elif event.startswith(b'data: {"error"'):
-            raise UpstreamError("upstream error event", retryable=flight.produced == 0,
-                                body=event)  # fmt: skip
-        elif (b'"content":"' in event and b'"content":""' not in event) or (
-            b'"text":"' in event and b'"text":""' not in event
-        ):
-            tokens += 1
+        tokens += sum(map(_has_output, chunk.get("choices") or ()))
+        chunks.append(chunk)
         keep.append(event)
-    if not dropped:
-        return block, tokens, done
-    return b"".join(e + b"\n\n" for e in keep), tokens, done
+    out = block if not dropped else b"".join(e + b"\n\n" for e in keep if e)
+    return Block(out, chunks, tokens, done)
 
 
-class _Answer:
-    """The pieces of a non-streaming answer, gathered from the stream's chunks."""
+def _data(event: bytes) -> bytes | None:
+    """The joined ``data:`` lines of one event, or None when it has none (a comment, blank)."""
+    if event.startswith(b"data:") and b"\n" not in event:  # the usual one-line event
+        return event[5:].lstrip(b" ")
+    lines = [line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
+    return b"\n".join(lines) if lines else None
+
+
+def _json_object(data: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(data)
+    except ValueError:  # UnicodeDecodeError is a ValueError too
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _has_output(choice: Any) -> bool:
+    """Whether one streamed choice carries an output token."""
+    if not isinstance(choice, dict):
+        return False
+    if choice.get("text"):
+        return True
+    delta = choice.get("delta")
+    if not isinstance(delta, dict):
+        return False
+    if any(delta.get(key) for key in _TEXT_KEYS):
+        return True
+    for call in delta.get("tool_calls") or ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict) and (function.get("arguments") or function.get("name")):
+            return True
+    return False
+
+
+class _Choice:
+    """One choice of a non-streaming answer, gathered from its deltas."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.texts: dict[str, list[str]] = {}  # content, reasoning_content, text: pieces
+        self.message: dict[str, Any] = {}  # other delta fields (role, refusal, unknown ones)
+        self.fields: dict[str, Any] = {}  # other choice fields (stop_reason, unknown ones)
+        self.tool_calls: dict[int, dict[str, Any]] = {}
+        self.logprobs: dict[str, Any] | None = None
+        self.finish_reason: str | None = None
+
+    def add(self, choice: dict[str, Any]) -> None:
+        for key, value in choice.items():
+            if key == "delta" and isinstance(value, dict):
+                self._delta(value)
+            elif key == "text" and isinstance(value, str):
+                self.texts.setdefault("text", []).append(value)
+            elif key == "logprobs" and isinstance(value, dict):
+                self.logprobs = _merge_lists(self.logprobs, value)
+            elif key == "finish_reason":
+                self.finish_reason = value or self.finish_reason
+            elif key not in ("index", "delta", "text", "logprobs") and value is not None:
+                self.fields[key] = value
+
+    def _delta(self, delta: dict[str, Any]) -> None:
+        for key, value in delta.items():
+            if key in _TEXT_KEYS and isinstance(value, str):
+                self.texts.setdefault(key, []).append(value)
+            elif key == "tool_calls" and isinstance(value, list):
+                for call in value:
+                    if isinstance(call, dict):
+                        self._tool_call(call)
+            elif value is not None:
+                self.message[key] = value
+
+    def _tool_call(self, call: dict[str, Any]) -> None:
+        """Merge one tool-call delta: ``arguments`` pieces are concatenated, the rest set."""
+        index = call.get("index", 0)
+        merged = self.tool_calls.setdefault(index if isinstance(index, int) else 0, {})
+        for key, value in call.items():
+            if key == "function" and isinstance(value, dict):
+                function = merged.setdefault("function", {})
+                for fkey, fvalue in value.items():
+                    if fkey == "arguments" and isinstance(fvalue, str):
+                        function[fkey] = function.get(fkey, "") + fvalue
+                    elif fvalue is not None:
+                        function[fkey] = fvalue
+            elif key != "index" and value is not None:
+                merged[key] = value
+
+    def body(self, chat: bool) -> dict[str, Any]:
+        """The choice of a ``chat.completion`` or ``text_completion`` body."""
+        out: dict[str, Any] = {"index": self.index}
+        if chat:
+            message: dict[str, Any] = {"role": "assistant", **self.message}
+            content = "".join(self.texts.get("content", ()))
+            # OpenAI's shape: content null on a reply that is only tool calls
+            message["content"] = content if content or not self.tool_calls else None
+            for key in ("reasoning_content", "reasoning"):
+                if key in self.texts:
+                    message[key] = "".join(self.texts[key])
+            if self.tool_calls:
+                message["tool_calls"] = [self.tool_calls[i] for i in sorted(self.tool_calls)]
+            out["message"] = message
+        else:
+            out["text"] = "".join(self.texts.get("text", ()))
+        out["logprobs"] = self.logprobs
+        out["finish_reason"] = self.finish_reason
+        out.update(self.fields)
+        return out
+
+
+def _merge_lists(into: dict[str, Any] | None, more: dict[str, Any]) -> dict[str, Any]:
+    """Logprobs of one more chunk: lists (tokens, content entries, ...) are extended."""
+    if into is None:
+        return {k: list(v) if isinstance(v, list) else v for k, v in more.items()}
+    for key, value in more.items():
+        if isinstance(value, list) and isinstance(into.get(key), list):
+            into[key].extend(value)
+        elif value is not None or key not in into:
+            into[key] = list(value) if isinstance(value, list) else value
+    return into
+
+
+class Answer:
+    """A non-streaming answer gathered from the stream's chunks: every field kept."""
 
     def __init__(self) -> None:
-        self.pieces: list[str] = []
-        self.head: dict[str, Any] = {}
-        self.finish: str | None = None
+        self.head: dict[str, Any] = {}  # top-level fields (id, created, model, unknown ones)
+        self.choices: dict[int, _Choice] = {}
 
-    def add(self, block: bytes) -> None:
-        for event in block.split(b"\n\n"):
-            if not event.startswith(b"data: {"):
+    def add(self, chunk: dict[str, Any]) -> None:
+        """One parsed chunk."""
+        for key, value in chunk.items():
+            if key in ("choices", "usage", "object"):
                 continue
-            chunk = json.loads(event[6:])
-            self.head = self.head or chunk
-            for choice in chunk.get("choices") or ():
-                delta = choice.get("delta") or {}
-                self.pieces.append(delta.get("content") or choice.get("text") or "")
-                self.finish = choice.get("finish_reason") or self.finish
+            if key in ("id", "created"):  # the first chunk's
+                self.head.setdefault(key, value)
+            elif value is not None or key not in self.head:  # the last one set (fingerprint)
+                self.head[key] = value
+        for choice in chunk.get("choices") or ():
+            if isinstance(choice, dict):
+                index = choice.get("index", 0)
+                index = index if isinstance(index, int) else 0
+                self.choices.setdefault(index, _Choice(index)).add(choice)
 
     def body(self, flight: Flight) -> dict[str, Any]:
         """The OpenAI JSON body (chat.completion or text_completion)."""
         chat = flight.parsed.endpoint is Endpoint.CHAT
-        text = "".join(self.pieces)
-        choice: dict[str, Any] = {"index": 0, "logprobs": None}
-        if chat:
-            choice["message"] = {"role": "assistant", "content": text}
-        else:
-            choice["text"] = text
-        choice["finish_reason"] = self.finish
+        choices = self.choices or {0: _Choice(0)}
+        prompt, completion = flight.prompt_tokens, flight.completion_tokens
         usage = flight.usage or {
-            "prompt_tokens": flight.req.prompt_tokens,
-            "completion_tokens": flight.produced,
-            "total_tokens": flight.req.prompt_tokens + flight.produced,
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
         }
-        head = self.head
         return {
-            "id": head.get("id", f"fairserve-{flight.req.id}"),
+            "id": self.head.get("id") or f"fairserve-{flight.req.id}",
             "object": "chat.completion" if chat else "text_completion",
-            "created": head.get("created", int(time.time())),
-            "model": head.get("model", flight.parsed.model),
-            "choices": [choice],
+            "created": self.head.get("created") or int(time.time()),
+            "model": self.head.get("model") or flight.parsed.model,
+            **{k: v for k, v in self.head.items() if k not in ("id", "created", "model")},
+            "choices": [choices[i].body(chat) for i in sorted(choices)],
             "usage": usage,
         }

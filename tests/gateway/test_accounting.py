@@ -1,0 +1,197 @@
+"""Exact accounting: upstream SSE parsed as JSON, the engine's usage wins, every field kept.
+
+The gateway runs in front of a scripted upstream (tests.gateway.servers) that
+formats its JSON compact or with Python's default spaces; both must be
+charged alike, and the non-streaming answer must keep every field.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from fairserve.gateway.app import Gateway
+from tests.gateway.helpers import KEY_A, MODEL, ended_total, gateway_config, gateway_thread
+from tests.gateway.servers import (
+    SCRIPTED_PROMPT_TOKENS,
+    SCRIPTED_WORDS,
+    ServerThread,
+    engine_thread,
+    scripted_upstream_app,
+)
+from tests.helpers import wait_until
+
+AUTH = {"authorization": f"Bearer {KEY_A}"}
+CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+#: Output tokens of the scripted chat answer: one reasoning chunk and one per word.
+CHAT_OUTPUT_TOKENS = 1 + len(SCRIPTED_WORDS)
+
+
+@pytest.fixture(params=[True, False], ids=["compact", "spaces"])
+def scripted(request: pytest.FixtureRequest) -> Iterator[tuple[str, Gateway, Any]]:
+    """The gateway (VTC) in front of one scripted upstream."""
+    app = scripted_upstream_app(compact=request.param)
+    with ServerThread(app) as upstream:
+        config = gateway_config(
+            [upstream.url], policy="vtc",
+            backends=[{"url": upstream.url, "max_concurrency": 8, "metrics": "off"}],
+        )  # fmt: skip
+        with gateway_thread(config) as (server, gateway):
+            yield server.url, gateway, app
+
+
+def _tokens(gateway: Gateway, kind: str) -> float:
+    value = gateway.metrics.registry.get_sample_value(
+        "fairserve_tokens_total", {"tenant": "a", "kind": kind}
+    )
+    return value or 0.0
+
+
+def _sse_chunks(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line[6:]) for line in text.splitlines()
+            if line.startswith("data: {")]  # fmt: skip
+
+
+def test_non_streaming_usage_is_the_engines_whatever_the_json_spacing(
+    scripted: tuple[str, Gateway, Any],
+) -> None:
+    url, gateway, upstream = scripted
+    reply = httpx.post(url + "/v1/chat/completions", json=CHAT, headers=AUTH, timeout=10)
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["usage"] == {
+        "prompt_tokens": SCRIPTED_PROMPT_TOKENS,
+        "completion_tokens": CHAT_OUTPUT_TOKENS,
+        "total_tokens": SCRIPTED_PROMPT_TOKENS + CHAT_OUTPUT_TOKENS,
+    }
+    assert upstream.state.last_body["stream_options"] == {"include_usage": True}
+    assert wait_until(lambda: ended_total(gateway) == 1)
+    assert _tokens(gateway, "completion") == CHAT_OUTPUT_TOKENS
+    assert _tokens(gateway, "prompt") == SCRIPTED_PROMPT_TOKENS
+    records = gateway.records
+    assert records is not None
+    arrays = records.to_numpy()
+    assert arrays.ttft_s.size == 1 and arrays.ttft_s[0] > 0
+    assert arrays.tpot_s.size == 1 and arrays.tpot_s[0] >= 0
+    ttft = gateway.metrics.registry.get_sample_value(
+        "fairserve_ttft_seconds_count", {"tenant": "a"}
+    )
+    tpot = gateway.metrics.registry.get_sample_value(
+        "fairserve_tpot_seconds_count", {"tenant": "a"}
+    )
+    assert ttft == 1 and tpot == 1
+    # VTC was charged the engine's counts: the real prompt (above the 7-token
+    # estimate of "hi") at weight 1, the output at weight 2.
+    policy: Any = gateway.policy
+    assert policy.counter("a") == pytest.approx(SCRIPTED_PROMPT_TOKENS + 2 * CHAT_OUTPUT_TOKENS)
+
+
+def test_streaming_strips_the_usage_chunk_unless_asked(
+    scripted: tuple[str, Gateway, Any],
+) -> None:
+    url, gateway, _upstream = scripted
+    plain = httpx.post(url + "/v1/chat/completions", json={**CHAT, "stream": True},
+                       headers=AUTH, timeout=10)  # fmt: skip
+    chunks = _sse_chunks(plain.text)
+    assert chunks and all(c["choices"] for c in chunks)
+    assert plain.text.rstrip().endswith("data: [DONE]")
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    assert text == "".join(SCRIPTED_WORDS)
+
+    asked = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+    reply = httpx.post(url + "/v1/chat/completions", json=asked, headers=AUTH, timeout=10)
+    usage_chunks = [c for c in _sse_chunks(reply.text) if not c["choices"]]
+    assert [c["usage"]["completion_tokens"] for c in usage_chunks] == [CHAT_OUTPUT_TOKENS]
+    assert wait_until(lambda: ended_total(gateway) == 2)
+    assert _tokens(gateway, "completion") == 2 * CHAT_OUTPUT_TOKENS
+    assert _tokens(gateway, "prompt") == 2 * SCRIPTED_PROMPT_TOKENS
+    assert gateway.outcomes == {"completed": 2}
+
+
+def test_non_streaming_answer_keeps_every_field(scripted: tuple[str, Gateway, Any]) -> None:
+    url, _gateway, _upstream = scripted
+    body = httpx.post(url + "/v1/chat/completions", json=CHAT, headers=AUTH, timeout=10).json()
+    assert body["id"] == "up-1" and body["created"] == 1700000000
+    assert body["object"] == "chat.completion"
+    assert body["system_fingerprint"] == "fp-test"
+    assert body["x_unknown"] == {"kept": True}
+    (choice,) = body["choices"]
+    assert choice["index"] == 0 and choice["finish_reason"] == "stop"
+    message = choice["message"]
+    assert message == {
+        "role": "assistant",
+        "content": "".join(SCRIPTED_WORDS),
+        "reasoning_content": "think",
+    }
+    assert [e["token"] for e in choice["logprobs"]["content"]] == list(SCRIPTED_WORDS)
+
+    done = httpx.post(url + "/v1/completions", json={"model": MODEL, "prompt": "hi"},
+                      headers=AUTH, timeout=10).json()  # fmt: skip
+    (choice,) = done["choices"]
+    assert choice["text"] == "".join(SCRIPTED_WORDS)
+    assert choice["logprobs"] == {"tokens": list(SCRIPTED_WORDS), "token_logprobs": [-0.5] * 5}
+    assert done["usage"]["completion_tokens"] == len(SCRIPTED_WORDS)
+
+
+def test_tool_call_deltas_are_assembled_and_the_engines_count_wins() -> None:
+    app = scripted_upstream_app(compact=False, tool_calls=True)
+    with ServerThread(app) as upstream:
+        config = gateway_config([upstream.url], backends=[{"url": upstream.url, "metrics": "off"}])
+        with gateway_thread(config) as (server, gateway):
+            reply = httpx.post(server.url + "/v1/chat/completions", json=CHAT, headers=AUTH,
+                               timeout=10)  # fmt: skip
+            assert reply.status_code == 200, reply.text
+            (choice,) = reply.json()["choices"]
+            assert choice["finish_reason"] == "tool_calls"
+            assert choice["message"]["content"] is None
+            assert choice["message"]["tool_calls"] == [{
+                "id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+            }]  # fmt: skip
+            # The gateway counts 5 chunks with output (reasoning, the name, three
+            # argument pieces); this engine reports 4 (it does not count the name):
+            # the engine's count is the one kept.
+            usage = reply.json()["usage"]
+            assert usage["completion_tokens"] == 4
+            assert wait_until(lambda: ended_total(gateway) == 1)
+            assert _tokens(gateway, "completion") == 4
+
+
+@pytest.fixture(scope="module")
+def engine_gateway() -> Iterator[tuple[str, str, Gateway]]:
+    with engine_thread() as engine:
+        config = gateway_config([engine.url])
+        with gateway_thread(config) as (server, gateway):
+            yield engine.url, server.url, gateway
+
+
+def _generation_tokens(engine_url: str) -> float:
+    text = httpx.get(engine_url + "/metrics", timeout=5).text
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith("vllm:generation_tokens_total"))  # fmt: skip
+
+
+def test_simulated_engine_tokens_match_what_the_gateway_charged(
+    engine_gateway: tuple[str, str, Gateway],
+) -> None:
+    engine_url, url, gateway = engine_gateway
+    before = _generation_tokens(engine_url)
+    body = httpx.post(url + "/v1/chat/completions", json={**CHAT, "max_tokens": 9},
+                      headers=AUTH, timeout=10).json()  # fmt: skip
+    assert body["usage"]["completion_tokens"] == 9
+    assert body["choices"][0]["finish_reason"] == "length"
+    assert body["choices"][0]["logprobs"] is None
+    streamed = httpx.post(
+        url + "/v1/completions",
+        headers=AUTH,
+        timeout=10,
+        json={"model": MODEL, "prompt": "a b", "max_tokens": 4, "stream": True},
+    )
+    assert len([c for c in _sse_chunks(streamed.text) if not c["choices"]]) == 0
+    assert wait_until(lambda: ended_total(gateway) == 2)
+    assert _tokens(gateway, "completion") == 13
+    assert _generation_tokens(engine_url) - before == 13
