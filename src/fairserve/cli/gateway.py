@@ -23,9 +23,11 @@ err = Console(stderr=True)
 Opt = typer.Option
 
 
-def _uvicorn_config(app: Any, host: str, port: int, access_log: bool) -> Any:
+def _uvicorn_config(app: Any, host: str, port: int, access_log: bool, **limits: Any) -> Any:
+    """uvicorn's config; ``limits`` (from :func:`.edge.uvicorn_limits`) override the defaults."""
     import uvicorn
 
+    options: dict[str, Any] = {"timeout_keep_alive": 30, **limits}
     return uvicorn.Config(
         app,
         host=host,
@@ -34,7 +36,7 @@ def _uvicorn_config(app: Any, host: str, port: int, access_log: bool) -> Any:
         access_log=access_log,
         lifespan="on",
         timeout_graceful_shutdown=5,
-        timeout_keep_alive=30,
+        **options,
     )
 
 
@@ -82,6 +84,7 @@ def serve_cmd(
     """Run the OpenAI-compatible gateway in front of the configured backends."""
     from fairserve.gateway.app import GatewayError, create_app
     from fairserve.gateway.config import ConfigError, load_config
+    from fairserve.gateway.edge import uvicorn_limits
 
     try:
         cfg = load_config(config)
@@ -92,7 +95,11 @@ def serve_cmd(
         raise _fail(f"{config}: {exc}") from exc
     server_cfg = cfg.server
     uv = _uvicorn_config(
-        app, host or server_cfg.host, server_cfg.port if port is None else port, access_log
+        app,
+        host or server_cfg.host,
+        server_cfg.port if port is None else port,
+        access_log,
+        **uvicorn_limits(cfg.limits),
     )
     server = _draining_server(uv, app.state.gateway, server_cfg.drain_grace_s)
     server.run()

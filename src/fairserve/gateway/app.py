@@ -2,8 +2,9 @@
 
 One generation request, top to bottom (DESIGN.md, "Gateway"):
 
-1. :mod:`.parse` — the API key names the tenant; the body is validated and its
-   prompt tokens estimated;
+1. :mod:`.parse` — the API key names the tenant (before any of the body is
+   read); the body is read up to its cap, validated and its prompt tokens
+   estimated;
 2. :mod:`.admit` — the tenant's limits, the predictor's output estimate and the
    admission component turn it into a :class:`~.flight.Flight` (or a 400/429);
 3. :mod:`.dispatch` — the flight waits in the policy until a backend has room
@@ -25,12 +26,14 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request as HTTPRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fairserve.gateway.admit import Admitter
-from fairserve.gateway.asgi import DisconnectWatch, EventStream
+from fairserve.gateway.asgi import DisconnectWatch, EventStream, HeaderLimit
 from fairserve.gateway.backends.openai_http import HttpUpstream
 from fairserve.gateway.backends.state import BackendState
 from fairserve.gateway.components import GatewayError, build_components
@@ -41,7 +44,7 @@ from fairserve.gateway.errors import APIError
 from fairserve.gateway.flight import End, Flight
 from fairserve.gateway.ledger import Ledger
 from fairserve.gateway.metrics import CONTENT_TYPE, GatewayMetrics
-from fairserve.gateway.parse import parse
+from fairserve.gateway.parse import CLOSE, authenticate, parse, read_body
 from fairserve.gateway.protocol import Endpoint
 from fairserve.gateway.relay import DONE, Relay
 from fairserve.gateway.tenants import Tenants
@@ -98,7 +101,7 @@ class Gateway:
 
     async def _generate(self, request: HTTPRequest, endpoint: Endpoint) -> Response | EventStream:
         try:
-            flight = self._admit(request, endpoint, await request.body())
+            flight = await self._admit(request, endpoint)
         except APIError as exc:
             self.metrics.requests.labels(exc.tenant, f"rejected_{exc.status}").inc()
             return exc.response()
@@ -130,12 +133,19 @@ class Gateway:
         self.ledger.end(flight, End.COMPLETED)
         return JSONResponse(body)
 
-    def _admit(self, request: HTTPRequest, endpoint: Endpoint, raw: bytes) -> Flight:
+    async def _admit(self, request: HTTPRequest, endpoint: Endpoint) -> Flight:
         if self.draining:
             raise APIError(503, "The gateway is shutting down; retry on another replica.",
-                           type="server_error", code="draining", headers={"Retry-After": "1"})  # fmt: skip
-        authorization = request.headers.get("authorization")
-        tenant, parsed = parse(self.tenants, self.config.models, authorization, endpoint, raw)
+                           type="server_error", code="draining",
+                           headers={"Retry-After": "1", **CLOSE})  # fmt: skip
+        tenant = authenticate(self.tenants, request.headers.get("authorization"))
+        limits = self.config.limits
+        try:
+            raw = await read_body(request, limits)
+        except APIError as exc:
+            exc.tenant = tenant.name
+            raise
+        parsed = parse(tenant, self.config.models, endpoint, raw, limits.max_json_depth)
         return self.admitter.admit(tenant, parsed)
 
     def _interrupted(self, flight: Flight) -> Response:
@@ -218,6 +228,20 @@ def _shutdown_error() -> APIError:
                     type="server_error", code="draining")  # fmt: skip
 
 
+async def _http_error(request: HTTPRequest, exc: Exception) -> Response:
+    """Starlette's own 404 (no such route) and 405 (wrong method), in the OpenAI error shape."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message, code = f"No route {request.url.path}; see /v1/models for the API.", "not_found"
+    elif exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        message = f"{request.method} is not allowed on {request.url.path} (allowed: {allowed})"
+        code = "method_not_allowed"
+    else:
+        message, code = str(exc.detail), None
+    return APIError(exc.status_code, message, code=code, headers=exc.headers).response()
+
+
 def create_app(config: GatewayConfig) -> Starlette:
     """The gateway ASGI app; ``app.state.gateway`` is the :class:`Gateway`.
 
@@ -233,6 +257,15 @@ def create_app(config: GatewayConfig) -> Starlette:
         Route("/readyz", gateway.readyz, methods=["GET"]),
         Route("/metrics", gateway.prometheus, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=gateway.lifespan)
+    limits = config.limits
+    edge = Middleware(
+        HeaderLimit, max_count=limits.max_header_count, max_bytes=limits.max_header_bytes
+    )
+    app = Starlette(
+        routes=routes,
+        lifespan=gateway.lifespan,
+        middleware=[edge],
+        exception_handlers={HTTPException: _http_error},
+    )
     app.state.gateway = gateway
     return app

@@ -16,6 +16,8 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
+from fairserve.gateway.errors import APIError
+
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -118,3 +120,34 @@ class EventStream:
                     await aclose()
             if self.on_end is not None:
                 self.on_end(watch.gone)
+
+
+class HeaderLimit:
+    """ASGI middleware: more than ``max_count`` headers, or more than ``max_bytes`` of them, is a 431.
+
+    The server refuses headers that arrive in pieces beyond ``max_bytes``
+    (:mod:`.edge`); headers that came in one read are complete events to h11,
+    so their size is checked here, with their count.
+    """
+
+    def __init__(self, app: Any, max_count: int, max_bytes: int) -> None:
+        self.app = app
+        self.max_count = max_count
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            error = self._check(scope["headers"])
+            if error is not None:
+                await error.response()(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _check(self, headers: list[tuple[bytes, bytes]]) -> APIError | None:
+        if len(headers) > self.max_count:
+            return APIError(431, f"the request has more than {self.max_count} headers",
+                            code="too_many_headers", headers={"Connection": "close"})  # fmt: skip
+        if sum(len(k) + len(v) for k, v in headers) > self.max_bytes:
+            return APIError(431, f"the request headers exceed {self.max_bytes} bytes",
+                            code="headers_too_large", headers={"Connection": "close"})  # fmt: skip
+        return None

@@ -143,6 +143,31 @@ class ServerConfig(_Model):
     record_requests: bool = False
 
 
+class EdgeLimitsConfig(_Model):
+    """Limits on every connection and request, enforced before any other work (``limits:``).
+
+    ``max_body_bytes``: a larger body is refused with 413 as soon as its
+    ``Content-Length`` or its bytes so far exceed it. ``max_header_bytes`` (the
+    request line and headers together) and ``max_header_count``: 431 beyond.
+    ``header_timeout_s``: the request line and headers must arrive within this
+    long of the connection opening (or of the next request's first byte), else
+    the connection is closed; ``body_timeout_s``: the body within this long of
+    the headers, else 408. ``idle_timeout_s``: a keep-alive connection with no
+    request is closed after this long. ``max_connections``: connections (and
+    requests) open at once; beyond it the server answers 503.
+    ``max_json_depth``: nesting of arrays and objects in a body (400 beyond).
+    """
+
+    max_body_bytes: int = Field(default=8 * 2**20, ge=1024)
+    max_header_bytes: int = Field(default=16 * 2**10, ge=1024)
+    max_header_count: int = Field(default=100, ge=8)
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    idle_timeout_s: float = Field(default=30.0, gt=0)
+    max_connections: int = Field(default=2048, ge=1)
+    max_json_depth: int = Field(default=64, ge=2)
+
+
 def _component(value: Any) -> ComponentSpec:
     try:
         return ComponentSpec.of(value)
@@ -186,6 +211,7 @@ class GatewayConfig(_Model):
     backends: list[BackendConfig] = Field(min_length=1)
     dispatch: DispatchConfig = DispatchConfig()
     server: ServerConfig = ServerConfig()
+    limits: EdgeLimitsConfig = EdgeLimitsConfig()
 
     _policy = field_validator("policy")(_checked(POLICIES))
     _router = field_validator("router")(_checked(ROUTERS))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -21,6 +22,11 @@ from fairserve.gateway.errors import APIError, bad_request
 CHARS_PER_TOKEN = 4
 CHAT_TOKENS_PER_MESSAGE = 3
 CHAT_REPLY_PRIMING_TOKENS = 3
+#: Nesting of arrays and objects accepted in a body (``limits.max_json_depth``).
+MAX_JSON_DEPTH = 64
+#: Integer fields are at most this (vLLM's and most engines' int32 fields).
+MAX_INT = 2**31 - 1
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 
@@ -61,17 +67,67 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
-def parse_json(raw: bytes) -> dict[str, Any]:
-    """The body as a JSON object, or a 400."""
+def parse_json(raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> dict[str, Any]:
+    """The body as a JSON object, or a 400.
+
+    Refused as well (they would fail later, after admission): nesting deeper
+    than ``max_depth``, ``NaN``/``Infinity`` and numbers beyond a double, and
+    strings with a lone UTF-16 surrogate (they cannot be encoded to UTF-8).
+    """
     if not raw:
         raise bad_request("the request body is empty; send a JSON object")
     try:
-        body = json.loads(raw)
+        text = raw.decode("utf-8")  # strict: JSON bodies are UTF-8 (RFC 8259), no surrogates
+        body = json.loads(text, parse_float=_finite_float, parse_constant=_no_constant)
+    except RecursionError:
+        raise _too_deep(max_depth) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad_request(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise bad_request("the request body must be a JSON object")
+    # Cheap upper bound first: a body with few brackets cannot be deeply nested.
+    if raw.count(b"[") + raw.count(b"{") > max_depth and _depth(body) > max_depth:
+        raise _too_deep(max_depth)
+    if _SURROGATE_ESCAPE.search(text) is not None:
+        _check_surrogates(body)
     return body
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise bad_request(f"the number {text[:32]} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise bad_request(f"the request body contains {name}, which is not valid JSON")
+
+
+def _too_deep(max_depth: int) -> APIError:
+    return bad_request(f"the request body is nested more than {max_depth} levels deep")
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of arrays and objects, without recursion (the body may be hostile)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        deepest = max(deepest, depth)
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return deepest
+
+
+def _check_surrogates(body: dict[str, Any]) -> None:
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise bad_request(
+            "the request body has a lone UTF-16 surrogate escape (\\ud800-\\udfff) in a string; "
+            "send valid Unicode"
+        ) from None
 
 
 def _opt_int(body: dict[str, Any], key: str, minimum: int) -> int | None:
@@ -82,6 +138,8 @@ def _opt_int(body: dict[str, Any], key: str, minimum: int) -> int | None:
         raise bad_request(f"{key} must be an integer >= {minimum}", param=key)
     if value < minimum:
         raise bad_request(f"{key} must be >= {minimum}, got {value}", param=key)
+    if value > MAX_INT:
+        raise bad_request(f"{key} must be <= {MAX_INT}", param=key)
     return value
 
 
@@ -151,9 +209,11 @@ def _completion_prompt(body: dict[str, Any]) -> tuple[int, str]:
     raise bad_request("prompt must be a non-empty string or a list of token ids", param="prompt")
 
 
-def parse_request(endpoint: Endpoint, raw: bytes) -> ParsedRequest:
+def parse_request(
+    endpoint: Endpoint, raw: bytes, max_json_depth: int = MAX_JSON_DEPTH
+) -> ParsedRequest:
     """Validate an OpenAI-compatible body; raise a 400 ``APIError`` naming the field."""
-    body = parse_json(raw)
+    body = parse_json(raw, max_json_depth)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise bad_request("model must be a non-empty string", param="model")
