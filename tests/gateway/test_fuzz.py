@@ -69,6 +69,48 @@ def test_fuzzed_bodies_never_500(gateway: tuple[str, Any], body: dict[str, Any],
         _check(client.post(url + path, content=content, headers=headers))
 
 
+_surrogate_text = st.text(
+    st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF) | st.characters(max_codepoint=0x2FF),
+    min_size=1, max_size=8,
+)  # fmt: skip
+_huge_number = st.one_of(
+    st.integers(2**31, 10**400), st.integers(-(10**400), -(2**31)),
+    st.sampled_from(["1e999", "-1e400", "NaN", "Infinity", "-Infinity", "1" + "0" * 5000]),
+)  # fmt: skip
+
+
+def _nested(depth: int, opener: str) -> str:
+    closer = "]" if opener == "[" else "}"
+    inner = "[" if opener == "[" else '{"k": '
+    return inner * depth + "1" + closer * depth
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    field=st.sampled_from(["prompt", "max_tokens", "temperature", "priority", "logit_bias", "n"]),
+    value=st.one_of(
+        st.builds(_nested, st.integers(1, 200_000), st.sampled_from(["[", "{"])),
+        _surrogate_text.map(json.dumps),
+        _huge_number.map(str),
+    ),
+    path=st.sampled_from(["/v1/chat/completions", "/v1/completions"]),
+)
+def test_hostile_json_never_500(gateway: tuple[str, Any], field: str, value: str,
+                                path: str) -> None:  # fmt: skip
+    """Deep nesting, lone surrogates and huge numbers, anywhere in a body: a 4xx, never a 500."""
+    url, _ = gateway
+    base = {"model": MODEL, "max_tokens": 2, "prompt": "hi",
+            "messages": [{"role": "user", "content": "hi"}]}  # fmt: skip
+    base.pop(field, None)
+    head = json.dumps(base)[:-1]
+    raw = f'{head}, "{field}": {value}}}'.encode()
+    headers = {"authorization": f"Bearer {KEY_A}", "content-type": "application/json"}
+    with httpx.Client(timeout=20) as client:
+        _check(client.post(url + path, content=raw, headers=headers))
+
+
 def test_fuzz_left_no_request_open(gateway: tuple[str, Any]) -> None:
     _, gw = gateway
     assert gw.admitted == ended_total(gw)
