@@ -174,11 +174,12 @@ def _scripted_chunks(body: dict[str, Any], tool_calls: bool) -> list[dict[str, A
     return chunks
 
 
-def scripted_upstream_app(*, compact: bool, tool_calls: bool = False) -> Any:
+def scripted_upstream_app(*, compact: bool, crlf: bool = False, tool_calls: bool = False) -> Any:
     """An OpenAI-compatible upstream with a fixed answer, its JSON compact or with spaces.
 
     ``compact=False`` is Python's default ``json.dumps`` (``{"a": 1}``), as
-    several OpenAI-compatible servers emit. Each chunk carries one token per
+    several OpenAI-compatible servers emit; ``crlf`` ends SSE lines with
+    CRLF (as sse-starlette does). Each chunk carries one token per
     choice; the usage chunk (when asked for) reports
     :data:`SCRIPTED_PROMPT_TOKENS` and the completion tokens sent.
     ``last_body`` on the app's state is the body of the last request.
@@ -189,6 +190,7 @@ def scripted_upstream_app(*, compact: bool, tool_calls: bool = False) -> Any:
     from starlette.routing import Route
 
     separators = (",", ":") if compact else (", ", ": ")
+    end = b"\r\n\r\n" if crlf else b"\n\n"
 
     async def generate(request: Request) -> StreamingResponse:
         body = await request.json()
@@ -198,13 +200,13 @@ def scripted_upstream_app(*, compact: bool, tool_calls: bool = False) -> Any:
 
         async def events() -> Any:
             for chunk in chunks:
-                yield b"data: " + json.dumps(chunk, separators=separators).encode() + b"\n\n"
+                yield b"data: " + json.dumps(chunk, separators=separators).encode() + end
             if (body.get("stream_options") or {}).get("include_usage"):
                 usage = {"prompt_tokens": SCRIPTED_PROMPT_TOKENS, "completion_tokens": completion,
                          "total_tokens": SCRIPTED_PROMPT_TOKENS + completion}  # fmt: skip
                 last = {**chunks[0], "choices": [], "usage": usage}
-                yield b"data: " + json.dumps(last, separators=separators).encode() + b"\n\n"
-            yield b"data: [DONE]\n\n"
+                yield b"data: " + json.dumps(last, separators=separators).encode() + end
+            yield b"data: [DONE]" + end
 
         return StreamingResponse(events(), media_type="text/event-stream")
 

@@ -14,7 +14,13 @@ from typing import Any
 import httpx
 import pytest
 
+from fairserve.core.model import Request
 from fairserve.gateway.app import Gateway
+from fairserve.gateway.backends.openai_http import UpstreamError
+from fairserve.gateway.flight import Flight
+from fairserve.gateway.protocol import Endpoint, parse_request
+from fairserve.gateway.relay import Answer, parse_block
+from fairserve.gateway.tenants import Tenants
 from tests.gateway.helpers import KEY_A, MODEL, ended_total, gateway_config, gateway_thread
 from tests.gateway.servers import (
     SCRIPTED_PROMPT_TOKENS,
@@ -31,10 +37,11 @@ CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
 CHAT_OUTPUT_TOKENS = 1 + len(SCRIPTED_WORDS)
 
 
-@pytest.fixture(params=[True, False], ids=["compact", "spaces"])
+@pytest.fixture(params=[True, False], ids=["compact", "spaces-crlf"])
 def scripted(request: pytest.FixtureRequest) -> Iterator[tuple[str, Gateway, Any]]:
     """The gateway (VTC) in front of one scripted upstream."""
-    app = scripted_upstream_app(compact=request.param)
+    compact = request.param
+    app = scripted_upstream_app(compact=compact, crlf=not compact)
     with ServerThread(app) as upstream:
         config = gateway_config(
             [upstream.url], policy="vtc",
@@ -195,3 +202,57 @@ def test_simulated_engine_tokens_match_what_the_gateway_charged(
     assert wait_until(lambda: ended_total(gateway) == 2)
     assert _tokens(gateway, "completion") == 13
     assert _generation_tokens(engine_url) - before == 13
+
+
+def _flight(include_usage: bool = False) -> Flight:
+    raw = json.dumps({**CHAT, "stream": True, "stream_options": {"include_usage": include_usage}})
+    parsed = parse_request(Endpoint.CHAT, raw.encode())
+    tenants = Tenants(gateway_config(["http://127.0.0.1:1"]), 0.0)
+    tenant = tenants.by_name["a"]
+    req = Request(0, 0.0, parsed.prompt_tokens, 16, tenant="a")
+    return Flight(req, tenant, parsed)
+
+
+def _event(chunk: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(chunk, indent=1).replace("\n", "\ndata: ").encode() + b"\n\n"
+
+
+def test_n_choices_are_each_charged_and_answered_by_index() -> None:
+    flight = _flight()
+    head = {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": MODEL}
+    chunks = [
+        {**head, "choices": [{"index": 1, "delta": {"content": "B"}, "finish_reason": None}]},
+        {**head, "choices": [{"index": 0, "delta": {"content": "A"}, "finish_reason": None},
+                             {"index": 1, "delta": {"content": "b"}, "finish_reason": "length"}]},
+        {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop",
+                              "stop_reason": 7}]},
+        {**head, "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 3}},
+    ]  # fmt: skip
+    # multi-line data (indented JSON), an SSE comment, and the usage chunk
+    block = b": keep-alive\n\n" + b"".join(_event(c) for c in chunks) + b"data: [DONE]\n\n"
+    parsed = parse_block(flight, block)
+    assert parsed.tokens == 3 and parsed.done
+    assert flight.usage == {"prompt_tokens": 9, "completion_tokens": 3}
+    assert b"usage" not in parsed.out and b"keep-alive" in parsed.out  # stripped: not asked
+    answer = Answer()
+    for chunk in parsed.chunks:
+        answer.add(chunk)
+    body = answer.body(flight)
+    assert [(c["index"], c["message"]["content"], c["finish_reason"]) for c in body["choices"]] == [
+        (0, "A", "stop"), (1, "Bb", "length"),
+    ]  # fmt: skip
+    assert body["choices"][0]["stop_reason"] == 7
+    assert body["usage"] == {"prompt_tokens": 9, "completion_tokens": 3}
+
+
+def test_error_events_and_non_json_data() -> None:
+    flight = _flight(include_usage=True)
+    chunk = {"choices": [{"index": 0, "delta": {"reasoning": "r"}}], "usage": None}
+    usage = {"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 1}}
+    block = _event(chunk) + _event(usage) + b"data: hello\n\n"
+    parsed = parse_block(flight, block)
+    assert parsed.tokens == 1 and not parsed.done
+    assert parsed.out == block  # the client asked for usage: nothing stripped
+    assert flight.usage == usage["usage"]
+    with pytest.raises(UpstreamError):
+        parse_block(flight, _event({"error": {"message": "boom"}}))

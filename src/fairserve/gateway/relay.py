@@ -116,7 +116,8 @@ class Relay:
         prefill = 0
         if flight.produced == 0:
             flight.first_token_s = now
-            prefill = flight.charged_prompt_tokens = flight.req.prompt_tokens
+            # the estimate, unless the engine already reported (vLLM's continuous_usage_stats)
+            prefill = flight.charged_prompt_tokens = flight.prompt_tokens
         flight.produced += tokens
         if flight.ticket is not None:
             flight.ticket.load.output_tokens += tokens  # the backend's batch estimate
