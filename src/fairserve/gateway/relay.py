@@ -31,6 +31,7 @@ from fairserve.gateway.flight import Flight
 from fairserve.gateway.protocol import Endpoint
 
 DONE = b"data: [DONE]"
+_DECODE = json.JSONDecoder().decode
 _TEXT_KEYS = ("content", "reasoning_content", "reasoning")  # delta strings that are output
 
 
@@ -136,6 +137,8 @@ def parse_block(flight: Flight, block: bytes) -> Block:
     tokens = 0
     done = dropped = False
     for event in block.split(b"\n\n"):
+        if not event:
+            continue
         data = _data(event)
         if data is None:
             keep.append(event)
@@ -157,10 +160,11 @@ def parse_block(flight: Flight, block: bytes) -> Block:
             if not chunk.get("choices") and not flight.parsed.include_usage:
                 dropped = True
                 continue
-        tokens += sum(map(_has_output, chunk.get("choices") or ()))
+        for choice in chunk.get("choices") or ():
+            tokens += _has_output(choice)
         chunks.append(chunk)
         keep.append(event)
-    out = block if not dropped else b"".join(e + b"\n\n" for e in keep if e)
+    out = block if not dropped else b"".join(e + b"\n\n" for e in keep)
     return Block(out, chunks, tokens, done)
 
 
@@ -174,7 +178,9 @@ def _data(event: bytes) -> bytes | None:
 
 def _json_object(data: bytes) -> dict[str, Any] | None:
     try:
-        value = json.loads(data)
+        # the decoder itself, not json.loads: its encoding detection and wrapper were a
+        # fifth of the time per event (cProfile, 100,000 one-token chat chunks)
+        value = _DECODE(data.decode())
     except ValueError:  # UnicodeDecodeError is a ValueError too
         return None
     return value if isinstance(value, dict) else None
@@ -189,8 +195,8 @@ def _has_output(choice: Any) -> bool:
     delta = choice.get("delta")
     if not isinstance(delta, dict):
         return False
-    if any(delta.get(key) for key in _TEXT_KEYS):
-        return True
+    if delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning"):
+        return True  # (_TEXT_KEYS spelt out: a generator here cost a microsecond per event)
     for call in delta.get("tool_calls") or ():
         function = call.get("function") if isinstance(call, dict) else None
         if isinstance(function, dict) and (function.get("arguments") or function.get("name")):
