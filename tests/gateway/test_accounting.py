@@ -168,6 +168,22 @@ def test_tool_call_deltas_are_assembled_and_the_engines_count_wins() -> None:
             assert _tokens(gateway, "completion") == 4
 
 
+def test_n_choices_through_a_backend_that_serves_them(scripted: tuple[str, Gateway, Any]) -> None:
+    url, gateway, upstream = scripted
+    body = httpx.post(url + "/v1/chat/completions", json={**CHAT, "n": 2}, headers=AUTH,
+                      timeout=10).json()  # fmt: skip
+    assert upstream.state.last_body["n"] == 2
+    assert [c["index"] for c in body["choices"]] == [0, 1]
+    assert {c["message"]["content"] for c in body["choices"]} == {"".join(SCRIPTED_WORDS)}
+    assert body["usage"]["completion_tokens"] == 2 * CHAT_OUTPUT_TOKENS
+    streamed = httpx.post(url + "/v1/chat/completions", json={**CHAT, "n": 2, "stream": True},
+                          headers=AUTH, timeout=10)  # fmt: skip
+    indexes = {c["choices"][0]["index"] for c in _sse_chunks(streamed.text)}
+    assert indexes == {0, 1}
+    assert wait_until(lambda: ended_total(gateway) == 2)
+    assert _tokens(gateway, "completion") == 4 * CHAT_OUTPUT_TOKENS
+
+
 @pytest.fixture(scope="module")
 def engine_gateway() -> Iterator[tuple[str, str, Gateway]]:
     with engine_thread() as engine:
@@ -202,6 +218,10 @@ def test_simulated_engine_tokens_match_what_the_gateway_charged(
     assert wait_until(lambda: ended_total(gateway) == 2)
     assert _tokens(gateway, "completion") == 13
     assert _generation_tokens(engine_url) - before == 13
+    # n > 1 where the backend does not serve it: its 400 is passed on
+    refused = httpx.post(url + "/v1/chat/completions", json={**CHAT, "n": 2}, headers=AUTH,
+                         timeout=10)  # fmt: skip
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "n"
 
 
 def _flight(include_usage: bool = False) -> Flight:

@@ -168,6 +168,8 @@ class EngineServer:
     def _admit(self, parsed: ParsedRequest) -> tuple[_Generation, TokenStream]:
         if parsed.model != self.settings.model_name:
             raise not_found_model(parsed.model, [self.settings.model_name])
+        if parsed.n != 1:
+            raise bad_request("the simulated engine serves n = 1 only", param="n")
         output_tokens = self._output_tokens(parsed)
         n = next(self._ids)
         prefix = "chatcmpl" if parsed.endpoint is Endpoint.CHAT else "cmpl"

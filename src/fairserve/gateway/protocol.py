@@ -20,6 +20,7 @@ from typing import Any
 from fairserve.gateway.errors import APIError, bad_request
 
 CHARS_PER_TOKEN = 4
+MAX_CHOICES = 128  # n: as OpenAI's API caps it
 CHAT_TOKENS_PER_MESSAGE = 3
 CHAT_REPLY_PRIMING_TOKENS = 3
 #: Nesting of arrays and objects accepted in a body (``limits.max_json_depth``).
@@ -60,6 +61,7 @@ class ParsedRequest:
     prompt_tokens: int
     text: str
     ignore_eos: bool | None
+    n: int = 1  # choices asked for (the backend decides whether it serves n > 1)
 
 
 def estimate_tokens(text: str) -> int:
@@ -227,9 +229,9 @@ def parse_request(
         if not isinstance(options, dict):
             raise bad_request("stream_options must be an object", param="stream_options")
         include_usage = _opt_bool(options, "include_usage") or False
-    n = _opt_int(body, "n", 1)
-    if n is not None and n != 1:
-        raise bad_request("only n = 1 is supported", param="n")
+    n = _opt_int(body, "n", 1) or 1
+    if n > MAX_CHOICES:
+        raise bad_request(f"n must be <= {MAX_CHOICES}, got {n}", param="n")
     max_tokens = _opt_int(body, "max_tokens", 1)
     if endpoint is Endpoint.CHAT:
         max_completion = _opt_int(body, "max_completion_tokens", 1)
@@ -249,6 +251,7 @@ def parse_request(
         prompt_tokens=max(1, prompt_tokens),
         text=text,
         ignore_eos=_opt_bool(body, "ignore_eos"),
+        n=n,
     )
 
 
