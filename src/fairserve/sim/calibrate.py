@@ -250,7 +250,7 @@ def _log_residuals(
 def _jacobian(
     base: CostModel, start: Efficiency, names: list[str], x: np.ndarray, steps: StepTable
 ) -> np.ndarray:
-    h = -1e-4  # a backward step: a factor at its bound of 1 stays valid
+    h = 1e-4
     r0 = _log_residuals(base, start, names, x, steps)
     cols = []
     for i in range(len(names)):

@@ -173,14 +173,9 @@ def _model_table() -> dict[str, dict[str, Any]]:
 
 
 @cache
-def default_efficiency(gpu: str | None = None) -> Efficiency:
-    """The shipped efficiency factors of profiles/efficiency.yaml: the GPU's own
-    (fitted on measurements) when it has an entry, else the uncalibrated defaults."""
-    data = yaml.safe_load(_profile_text("efficiency.yaml"))
-    per_gpu = {k.lower(): v for k, v in (data.get("gpus") or {}).items()}
-    if gpu is not None and gpu.lower() in per_gpu:
-        return Efficiency(**{**data["default"], **per_gpu[gpu.lower()]})
-    return Efficiency(**data["default"])
+def default_efficiency() -> Efficiency:
+    """The uncalibrated efficiency factors shipped in profiles/efficiency.yaml."""
+    return Efficiency(**yaml.safe_load(_profile_text("efficiency.yaml"))["default"])
 
 
 def known_gpus() -> list[str]:
@@ -308,7 +303,7 @@ class CostModel:
     ) -> None:
         if tp < 1:
             raise ValueError(f"tp must be >= 1, got {tp}")
-        eff = efficiency if efficiency is not None else default_efficiency(gpu.name)
+        eff = efficiency if efficiency is not None else default_efficiency()
         self.gpu, self.model, self.tp, self.efficiency = gpu, model, tp, eff
         peak_flops_s = tp * gpu.peak_bf16_tflops * 1e12
         gemm_flops_s = peak_flops_s * eff.mfu
