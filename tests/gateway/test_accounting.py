@@ -276,3 +276,14 @@ def test_error_events_and_non_json_data() -> None:
     assert flight.usage == usage["usage"]
     with pytest.raises(UpstreamError):
         parse_block(flight, _event({"error": {"message": "boom"}}))
+
+
+def test_events_the_fast_decoder_refuses_are_still_read() -> None:
+    flight = _flight()
+    # A lone surrogate escape and an integer past 64 bits: valid for the stdlib
+    # decoder, refused by orjson; each still counts its token.
+    surrogate = b'data: {"choices": [{"index": 0, "delta": {"content": "\\ud800"}}]}\n\n'
+    huge = b'data: {"choices": [{"index": 0, "delta": {"content": "x"}}], "n": 1' + b"0" * 30
+    parsed = parse_block(flight, surrogate + huge + b"}\n\n")
+    assert parsed.tokens == 2
+    assert [c["choices"][0]["delta"]["content"] for c in parsed.chunks] == ["\ud800", "x"]

@@ -21,6 +21,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import orjson
+
 from fairserve.core.policies.base import Policy
 from fairserve.gateway.backends.http1 import Response as UpstreamResponse
 from fairserve.gateway.backends.http1 import TransportError
@@ -32,6 +34,7 @@ from fairserve.gateway.protocol import Endpoint
 
 DONE = b"data: [DONE]"
 _DECODE = json.JSONDecoder().decode
+_FAST_DECODE = orjson.loads
 _TEXT_KEYS = ("content", "reasoning_content", "reasoning")  # delta strings that are output
 
 
@@ -178,11 +181,16 @@ def _data(event: bytes) -> bytes | None:
 
 def _json_object(data: bytes) -> dict[str, Any] | None:
     try:
-        # the decoder itself, not json.loads: its encoding detection and wrapper were a
-        # fifth of the time per event (cProfile, 100,000 one-token chat chunks)
-        value = _DECODE(data.decode())
-    except ValueError:  # UnicodeDecodeError is a ValueError too
-        return None
+        # orjson: 0.5 us for a one-token chat chunk against 1.6 us for the stdlib
+        # decoder (timeit, 200,000 calls); it accepts a subset of what the stdlib does.
+        value = _FAST_DECODE(data)
+    except ValueError:
+        try:
+            # What orjson refuses (lone surrogate escapes, NaN, integers past 64 bits)
+            # the stdlib decoder may still read, as the relay always has.
+            value = _DECODE(data.decode())
+        except ValueError:  # UnicodeDecodeError is a ValueError too
+            return None
     return value if isinstance(value, dict) else None
 
 
