@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import typer
 import yaml
 from typer.testing import CliRunner
 
 from fairserve.cli.app import app as fairserve_app
-from fairserve.cli.gateway import register
 from tests.gateway.helpers import KEY_A, KEY_B, gateway_config, gateway_thread
 from tests.gateway.servers import engine_thread
 
@@ -25,8 +23,7 @@ SPEC = {"seed": 1, "duration_s": 2, "sources": [
 def test_bench_json_has_the_simulate_keys(tmp_path: Path) -> None:
     spec = tmp_path / "w.yaml"
     spec.write_text(yaml.safe_dump(SPEC))
-    app = typer.Typer()
-    register(app)
+    app = fairserve_app
     with engine_thread() as engine, gateway_thread(gateway_config([engine.url])) as (server, _):
         args = ["bench", "--url", server.url, "--workload", str(spec), "--tenant-key",
                 f"a={KEY_A}", "--tenant-key", f"b={KEY_B}", "--json",

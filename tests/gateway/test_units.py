@@ -7,10 +7,9 @@ import hashlib
 import json
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from fairserve.cli.gateway import register
+from fairserve.cli.app import app as fairserve_app
 from fairserve.core.model import Request
 from fairserve.core.policies import POLICIES
 from fairserve.core.route import ROUTERS
@@ -162,8 +161,7 @@ def test_bench_url_must_be_loopback() -> None:
 
 
 def test_cli_registers_commands_and_fails_clearly() -> None:
-    app = typer.Typer()
-    register(app)
+    app = fairserve_app
     runner = CliRunner()
     assert runner.invoke(app, ["engine", "--help"]).exit_code == 0
     result = runner.invoke(app, ["engine", "--model", "GPT-9"])
