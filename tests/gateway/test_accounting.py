@@ -85,10 +85,10 @@ def test_non_streaming_usage_is_the_engines_whatever_the_json_spacing(
     assert arrays.ttft_s.size == 1 and arrays.ttft_s[0] > 0
     assert arrays.tpot_s.size == 1 and arrays.tpot_s[0] >= 0
     ttft = gateway.metrics.registry.get_sample_value(
-        "fairserve_ttft_seconds_count", {"tenant": "a"}
+        "fairserve_time_to_first_token_seconds_count", {"tenant": "a"}
     )
     tpot = gateway.metrics.registry.get_sample_value(
-        "fairserve_tpot_seconds_count", {"tenant": "a"}
+        "fairserve_request_time_per_output_token_seconds_count", {"tenant": "a"}
     )
     assert ttft == 1 and tpot == 1
     # VTC was charged the engine's counts: the real prompt (above the 7-token

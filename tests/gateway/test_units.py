@@ -13,10 +13,10 @@ from fairserve.cli.app import app as fairserve_app
 from fairserve.core.model import Request
 from fairserve.core.policies import POLICIES
 from fairserve.core.route import ROUTERS
-from fairserve.gateway.backends.openai_http import parse_engine_metrics
-from fairserve.gateway.backends.state import BackendState
+from fairserve.gateway.backends.engine_metrics import EngineFigures, parse_engine_metrics
+from fairserve.gateway.backends.state import BackendState, Load
 from fairserve.gateway.config import ConfigError, parse_config
-from fairserve.gateway.dispatch import QueueTimeout, Scheduler, TicketState
+from fairserve.gateway.dispatch import NoBackend, QueueTimeout, Scheduler, TicketState
 from fairserve.gateway.errors import APIError
 from fairserve.gateway.protocol import Endpoint, estimate_tokens, parse_request
 from fairserve.gateway.tenants import Tenants, TokenBucket
@@ -94,9 +94,18 @@ def test_engine_metrics_parsing() -> None:
     vllm = ('# HELP x\nvllm:num_requests_running{model_name="m",engine="0"} 3.0\n'
             'vllm:num_requests_running{model_name="m",engine="1"} 2.0\n'
             'vllm:num_requests_waiting{model_name="m"} 7.0\n')  # fmt: skip
-    assert parse_engine_metrics(vllm) == (5, 7)
-    assert parse_engine_metrics("sglang:num_running_reqs 4\nsglang:num_queue_reqs 1\n") == (4, 1)
+    assert parse_engine_metrics(vllm) == EngineFigures(5, 7)
+    kv = (
+        vllm
+        + 'vllm:kv_cache_usage_perc{engine="0"} 0.5\nvllm:kv_cache_usage_perc{engine="1"} 0.7\n'
+    )
+    assert parse_engine_metrics(kv).kv_usage == pytest.approx(0.6)  # type: ignore[union-attr]
+    old = vllm + "vllm:gpu_cache_usage_perc 0.25\n"  # the name before vLLM renamed it
+    assert parse_engine_metrics(old).kv_usage == 0.25  # type: ignore[union-attr]
+    sglang = "sglang:num_running_reqs 4\nsglang:num_queue_reqs 1\nsglang:token_usage 0.3\n"
+    assert parse_engine_metrics(sglang) == EngineFigures(4, 1, 0.3)
     assert parse_engine_metrics("up 1\n") is None
+    assert parse_engine_metrics("<html>not metrics</html>\n{{{") is None
     assert parse_engine_metrics(vllm, "sglang") is None
 
 
@@ -129,9 +138,9 @@ def test_scheduler_respects_capacity_order_and_expiry() -> None:
         backends[0].healthy = backends[1].healthy = False
         sched.release(tickets[1].future.result(), tickets[1])
         late = sched.submit(Request(9, 0.0, 10, 10, tenant="a"), a, 10)
-        assert late.state is TicketState.QUEUED  # no healthy backend
-        sched.withdraw(late)
-        assert late.state is TicketState.DROPPED and len(sched.policy) == 0 and a.queued == 0
+        # No healthy backend: it fails at once instead of waiting out its 10 s.
+        assert late.state is TicketState.DROPPED and isinstance(late.future.exception(), NoBackend)
+        assert len(sched.policy) == 0 and a.queued == 0 and sched.queued == 0
 
     asyncio.run(run())
 
@@ -168,3 +177,30 @@ def test_cli_registers_commands_and_fails_clearly() -> None:
     assert result.exit_code == 2 and "GPT-9" in result.output
     result = runner.invoke(app, ["bench", "--url", "http://127.0.0.1:1"])
     assert result.exit_code == 2 and "--trace or --workload" in result.output
+
+
+def test_capacity_follows_the_engines_counts() -> None:
+    cfg = gateway_config(["http://127.0.0.1:1"], backends=[
+        {"url": "http://127.0.0.1:1", "max_concurrency": 100, "max_engine_waiting": 2},
+    ])  # fmt: skip
+    backend = BackendState(0, cfg.backends[0])
+    loads = [Load(Request(i, 0.0, 10, 10)) for i in range(20)]
+    for load in loads[:6]:
+        backend.take(load)
+    assert backend.num_waiting == 0 and backend.num_running == 6  # no figures: all running
+    backend.observe_engine(EngineFigures(running=4, waiting=2))  # full at 4
+    assert (backend.running_cap, backend.num_running, backend.num_waiting) == (4, 4, 2)
+    assert not backend.has_room(20)  # its queue is at max_engine_waiting
+    backend.give_back(loads[0])  # one ends: a waiting one moves into the batch
+    assert (backend.num_running, backend.num_waiting) == (4, 1) and backend.has_room(20)
+    # KV pressure: the engine preempts down to 2 running; the cap shrinks with it.
+    backend.observe_engine(EngineFigures(running=2, waiting=3, kv_usage=0.98))
+    assert (backend.running_cap, backend.num_waiting, backend.kv_usage) == (2, 3, 0.98)
+    assert not backend.has_room(20)
+    # The engine's own queue counts, also requests that are not the gateway's.
+    backend.observe_engine(EngineFigures(running=2, waiting=0))
+    assert backend.num_waiting == 0 and backend.has_room(20)
+    backend.observe_engine(EngineFigures(running=6, waiting=0))  # it runs more than before
+    assert backend.running_cap == 6
+    backend.forget_engine()
+    assert backend.running_cap is None and backend.num_running == backend.inflight

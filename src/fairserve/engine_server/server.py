@@ -14,9 +14,10 @@ from its prompt text in ``1..max_tokens`` (finish reason ``stop``). The
 ``priority`` field is accepted and ignored (the engine queue is FCFS).
 
 Endpoints: ``POST /v1/chat/completions``, ``POST /v1/completions``,
-``GET /v1/models``, ``GET /health``, and ``GET /metrics`` in vLLM's names
-(``vllm:num_requests_running``, ``vllm:num_requests_waiting``,
-``vllm:gpu_cache_usage_perc``, ``vllm:generation_tokens_total``).
+``GET /v1/models``, ``GET /health``, ``GET /metrics`` in current vLLM's names
+and buckets (:mod:`.metrics`), and ``GET /server_info`` in the shape of vLLM's
+development endpoint (``vllm_config.scheduler_config.policy``: ``fcfs``), so
+a gateway can check how the engine schedules.
 """
 
 from __future__ import annotations
@@ -26,15 +27,18 @@ import itertools
 import json
 import time
 import zlib
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request as HTTPRequest
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fairserve.core.model import Request
+from fairserve.engine_server.metrics import engine_registry, render
 from fairserve.engine_server.realtime import RealtimeEngine, TokenStream
 from fairserve.gateway.asgi import DisconnectWatch, EventStream
 from fairserve.gateway.errors import APIError, bad_request
@@ -149,6 +153,8 @@ class EngineServer:
         self._ids = itertools.count()
         self.requests_total = 0
         self.cancelled_total = 0
+        self.finished: Counter[str] = Counter()  # by vLLM's finished_reason
+        self.registry = engine_registry(self.engine, settings.model_name, self.finished)
 
     # ----------------------------------------------------------- helpers
     def _output_tokens(self, parsed: ParsedRequest) -> int:
@@ -186,7 +192,12 @@ class EngineServer:
     def _cancel(self, stream: TokenStream) -> None:
         if not stream.done:
             self.cancelled_total += 1
+            self.finished["abort"] += 1
             self.engine.cancel(stream)
+
+    def _finished(self, gen: _Generation, stream: TokenStream) -> None:
+        reason = "error" if stream.failed_reason is not None else gen.finish_reason(stream.produced)
+        self.finished[reason] += 1
 
     # ----------------------------------------------------------- endpoints
     async def generate(self, request: HTTPRequest, endpoint: Endpoint) -> Response | EventStream:
@@ -210,6 +221,7 @@ class EngineServer:
             raise
         finally:
             watch.finish()
+        self._finished(gen, stream)
         if stream.failed_reason is not None:
             return APIError(503, stream.failed_reason, type="server_error").response()
         return JSONResponse(gen.full_body(stream.produced))
@@ -222,6 +234,7 @@ class EngineServer:
                 if produced > sent:
                     yield b"".join(gen.chunk(i) for i in range(sent, produced))
                     sent = produced
+            self._finished(gen, stream)
             if stream.failed_reason is not None:
                 yield APIError(503, stream.failed_reason, type="server_error").sse_event()
             else:
@@ -249,22 +262,17 @@ class EngineServer:
         return Response(status_code=200)
 
     async def metrics(self, request: HTTPRequest) -> Response:
-        label = '{model_name="' + self.settings.model_name + '"}'
-        lines = [
-            "# TYPE vllm:num_requests_running gauge",
-            f"vllm:num_requests_running{label} {float(self.engine.num_running)}",
-            "# TYPE vllm:num_requests_waiting gauge",
-            f"vllm:num_requests_waiting{label} {float(self.engine.num_waiting)}",
-            "# TYPE vllm:gpu_cache_usage_perc gauge",
-            f"vllm:gpu_cache_usage_perc{label} {self.engine.kv_usage}",
-            "# TYPE vllm:num_preemptions_total counter",
-            f"vllm:num_preemptions_total{label} {float(self.engine.engine.preemptions)}",
-            "# TYPE vllm:generation_tokens_total counter",
-            f"vllm:generation_tokens_total{label} {float(self.engine.tokens_total)}",
-            "# TYPE vllm:request_success_total counter",
-            f"vllm:request_success_total{label} {float(self.requests_total)}",
-        ]
-        return PlainTextResponse("\n".join(lines) + "\n")
+        return Response(render(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def server_info(self, request: HTTPRequest) -> Response:
+        config = {
+            "scheduler_config": {"policy": "fcfs"},
+            "model_config": {
+                "model": self.settings.model_name,
+                "max_model_len": self.max_model_len,
+            },
+        }
+        return JSONResponse({"vllm_config": config})
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -285,6 +293,7 @@ def create_engine_app(settings: EngineSettings) -> Starlette:
         Route("/health", server.health, methods=["GET"]),
         Route("/healthz", server.health, methods=["GET"]),
         Route("/metrics", server.metrics, methods=["GET"]),
+        Route("/server_info", server.server_info, methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=server.lifespan)
     app.state.server = server

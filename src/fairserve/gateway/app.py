@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -38,7 +39,7 @@ from fairserve.gateway.backends.openai_http import HttpUpstream
 from fairserve.gateway.backends.state import BackendState
 from fairserve.gateway.components import GatewayError, build_components
 from fairserve.gateway.config import GatewayConfig
-from fairserve.gateway.connect import Connector
+from fairserve.gateway.connect import Connector, no_backend_error
 from fairserve.gateway.dispatch import Scheduler
 from fairserve.gateway.errors import APIError
 from fairserve.gateway.flight import End, Flight
@@ -139,6 +140,10 @@ class Gateway:
                            type="server_error", code="draining",
                            headers={"Retry-After": "1", **CLOSE})  # fmt: skip
         tenant = authenticate(self.tenants, request.headers.get("authorization"))
+        if not self.scheduler.any_healthy:
+            exc = no_backend_error(self.config.dispatch.health_interval_s)
+            exc.tenant = tenant.name
+            raise exc
         limits = self.config.limits
         try:
             raw = await read_body(request, limits)
@@ -198,6 +203,10 @@ class Gateway:
         for b in self.backends:
             m.inflight.labels(b.name).set(b.inflight)
             m.healthy.labels(b.name).set(1 if b.healthy else 0)
+            m.engine_running.labels(b.name).set(b.num_running)
+            m.engine_waiting.labels(b.name).set(b.num_waiting)
+            m.running_cap.labels(b.name).set(math.nan if b.running_cap is None else b.running_cap)
+            m.kv_usage.labels(b.name).set(math.nan if b.kv_usage is None else b.kv_usage)
         return Response(m.render(), media_type=CONTENT_TYPE)
 
     # ------------------------------------------------------------- lifecycle

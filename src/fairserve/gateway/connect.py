@@ -21,7 +21,7 @@ from collections.abc import Callable
 from fairserve.gateway.backends.http1 import Response as UpstreamResponse
 from fairserve.gateway.backends.openai_http import HttpUpstream, UpstreamError
 from fairserve.gateway.backends.state import BackendState
-from fairserve.gateway.dispatch import QueueTimeout, Scheduler
+from fairserve.gateway.dispatch import NoBackend, QueueTimeout, Scheduler
 from fairserve.gateway.errors import APIError
 from fairserve.gateway.flight import Flight
 from fairserve.gateway.metrics import GatewayMetrics
@@ -55,6 +55,8 @@ class Connector:
                 backend = future.result() if future.done() else await future
             except QueueTimeout:
                 raise _queue_timeout(flight.tenant.name, max_wait_s) from None
+            except NoBackend:
+                raise no_backend_error(self.upstream.config.health_interval_s) from None
             except asyncio.CancelledError:
                 self.scheduler.withdraw(ticket)
                 raise
@@ -63,6 +65,7 @@ class Connector:
             try:
                 return await self.upstream.open(backend, path, upstream_body(flight, backend))
             except UpstreamError as exc:
+                self.metrics.backend_errors.labels(backend.name, exc.kind).inc()
                 self.unassign(flight)
                 if not exc.retryable:
                     raise _passthrough(exc) from None
@@ -73,6 +76,8 @@ class Connector:
     async def recover(self, flight: Flight, exc: UpstreamError) -> UpstreamResponse:
         """After a stream broke before any token: another backend, or an APIError."""
         backend = flight.backend
+        if backend is not None:
+            self.metrics.backend_errors.labels(backend.name, exc.kind).inc()
         if not exc.retryable or backend is None:
             raise APIError(502, f"The upstream failed mid-answer: {exc}", type="server_error",
                            code="upstream_error") from None  # fmt: skip
@@ -124,6 +129,13 @@ def _queue_timeout(tenant: str, max_wait_s: float) -> APIError:
         code="queue_timeout",
         headers={"Retry-After": str(max(1, math.ceil(max_wait_s / 4)))},
     )
+
+
+def no_backend_error(health_interval_s: float) -> APIError:
+    """503: no backend is healthy; retry once the next health check may have found one."""
+    return APIError(503, "No healthy backend can take the request now; retry shortly.",
+                    type="server_error", code="no_healthy_backend",
+                    headers={"Retry-After": str(max(1, math.ceil(health_interval_s)))})  # fmt: skip
 
 
 def unavailable_error() -> APIError:

@@ -42,6 +42,10 @@ class QueueTimeout(Exception):
     """The request waited longer than its tenant's ``max_queue_wait_s``."""
 
 
+class NoBackend(Exception):
+    """Every backend is unhealthy: queued requests fail at once instead of waiting."""
+
+
 class Ticket:
     """A request waiting for a backend; ``future`` resolves to the backend chosen."""
 
@@ -74,6 +78,11 @@ class Scheduler:
         self.queued_prompt_tokens = 0  # prompts waiting in the policy (for SLO admission)
         self._queued: dict[int, Ticket] = {}  # in the policy, by request id
         self._retry: deque[Ticket] = deque()  # failed upstream, served before the policy
+
+    @property
+    def any_healthy(self) -> bool:
+        """Whether some backend takes requests now."""
+        return any(b.healthy for b in self.backends)
 
     @property
     def queued(self) -> int:
@@ -119,7 +128,15 @@ class Scheduler:
         self.dispatch()
 
     def dispatch(self) -> None:
-        """Send queued requests to backends with room, in order (retries first)."""
+        """Send queued requests to backends with room, in order (retries first).
+
+        With every backend unhealthy, the queued requests fail at once
+        (:class:`NoBackend`): waiting for their deadline would only hold the
+        client's socket for an answer that cannot come.
+        """
+        if not self.any_healthy:
+            self._fail_all()
+            return
         now = self.clock()
         while self._retry:
             ticket = self._retry[0]
@@ -171,6 +188,12 @@ class Scheduler:
         self.withdraw(ticket)
         if not ticket.future.done():
             ticket.future.set_exception(QueueTimeout())
+
+    def _fail_all(self) -> None:
+        for ticket in [*self._retry, *self._queued.values()]:
+            self.withdraw(ticket)
+            if not ticket.future.done():
+                ticket.future.set_exception(NoBackend())
 
     def _dequeued(self, ticket: Ticket) -> None:
         ticket.tenant.queued -= 1

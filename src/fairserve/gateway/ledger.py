@@ -50,6 +50,8 @@ class Ledger:
         self.flights.add(flight)
         self.idle.clear()
         self.admitted += 1
+        self.metrics.admitted.labels(flight.tenant.name).inc()
+        self.metrics.in_flight.labels(flight.tenant.name).inc()
 
     def end(self, flight: Flight, end: End) -> None:
         """End an admitted request: exactly once."""
@@ -65,6 +67,7 @@ class Ledger:
         if end is End.COMPLETED:
             self._completed(flight, now)
         self._count(flight, end, now)
+        self._count_backend(flight, end, now)
 
     def _reconcile(self, flight: Flight, now: float) -> None:
         """The engine's usage wins: charge the policy the difference to what was charged.
@@ -89,15 +92,48 @@ class Ledger:
             self.predictor.observe(req, flight.produced)
             if req.predicted_output_tokens is not None:
                 m.predictor_error.observe(abs(req.predicted_output_tokens - flight.produced))
-        m.e2e.labels(tenant).observe(now - req.arrival_s)
+        e2e_s = now - req.arrival_s
+        m.e2e.labels(tenant).observe(e2e_s)
+        ttft_s = tpot_s = math.nan
         if not math.isnan(flight.first_token_s):
-            m.ttft.labels(tenant).observe(flight.first_token_s - req.arrival_s)
+            ttft_s = flight.first_token_s - req.arrival_s
+            m.ttft.labels(tenant).observe(ttft_s)
             if flight.produced > 1:
-                m.tpot.labels(tenant).observe((now - flight.first_token_s) / (flight.produced - 1))
+                tpot_s = (now - flight.first_token_s) / (flight.produced - 1)
+                m.tpot.labels(tenant).observe(tpot_s)
+        self._count_slo(flight, ttft_s, tpot_s, e2e_s)
+
+    def _count_slo(self, flight: Flight, ttft_s: float, tpot_s: float, e2e_s: float) -> None:
+        """SLO attainment per objective; a figure that does not exist (no token) misses."""
+        slo, counter = flight.tenant.core.slo, self.metrics.slo
+        tenant = flight.tenant.name
+        met_all: bool | None = None
+        for objective, bound, value in (("ttft", slo.ttft_s, ttft_s), ("tpot", slo.tpot_s, tpot_s),
+                                        ("e2e", slo.e2e_s, e2e_s)):  # fmt: skip
+            if bound is None:
+                continue
+            if objective == "tpot" and math.isnan(value) and not math.isnan(ttft_s):
+                continue  # one token: no time between tokens to judge
+            met = value <= bound  # NaN compares False: a missing first token misses
+            counter.labels(tenant, objective, str(met).lower()).inc()
+            met_all = met if met_all is None else met_all and met
+        if met_all is not None:
+            counter.labels(tenant, "all", str(met_all).lower()).inc()
+
+    def _count_backend(self, flight: Flight, end: End, now: float) -> None:
+        if flight.instance is None:
+            return  # never reached a backend
+        backend, m = self.connector.scheduler.backends[flight.instance].name, self.metrics
+        m.backend_requests.labels(backend, end.value).inc()
+        if end is End.COMPLETED and not math.isnan(flight.dispatched_s):
+            m.backend_e2e.labels(backend).observe(now - flight.dispatched_s)
+            if not math.isnan(flight.first_token_s):
+                m.backend_ttft.labels(backend).observe(flight.first_token_s - flight.dispatched_s)
 
     def _count(self, flight: Flight, end: End, now: float) -> None:
         req, tenant, m = flight.req, flight.tenant.name, self.metrics
         m.requests.labels(tenant, end.value).inc()
+        m.in_flight.labels(tenant).dec()
         m.tokens.labels(tenant, "prompt").inc(flight.prompt_tokens)
         m.tokens.labels(tenant, "completion").inc(flight.produced)
         self.outcomes[end] += 1

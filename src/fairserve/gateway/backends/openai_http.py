@@ -3,59 +3,51 @@
 Health: ``GET <url><health_path>`` every ``health_interval_s``; a failed check
 (or a connection failure of a real request) takes the backend out, a passing
 check puts it back. Engine metrics: ``GET <url>/metrics`` every
-``metrics_interval_s``; vLLM's ``vllm:num_requests_running`` /
-``vllm:num_requests_waiting`` and SGLang's ``sglang:num_running_reqs`` /
-``sglang:num_queue_reqs`` are recognised (summed over label sets).
+``metrics_interval_s`` (:mod:`.engine_metrics`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
+import logging
 from collections.abc import Callable, Sequence
 
 import httpx
 
+from fairserve.gateway.backends.engine_metrics import parse_engine_metrics, scheduling_policy
 from fairserve.gateway.backends.http1 import Http1Pool, Response, TransportError
 from fairserve.gateway.config import DispatchConfig
 from fairserve.gateway.dispatch import BackendState
 
-_METRIC_NAMES = {
-    "vllm": ("vllm:num_requests_running", "vllm:num_requests_waiting"),
-    "sglang": ("sglang:num_running_reqs", "sglang:num_queue_reqs"),
-}
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([-+0-9.eEinfNa]+)")
+log = logging.getLogger("fairserve.gateway")
 
-
-def parse_engine_metrics(text: str, flavour: str = "auto") -> tuple[int, int] | None:
-    """``(running, waiting)`` from a Prometheus exposition of vLLM or SGLang, or None."""
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line[0] == "#":
-            continue
-        match = _SAMPLE.match(line)
-        if match is None:
-            continue
-        with contextlib.suppress(ValueError):
-            values[match[1]] = values.get(match[1], 0.0) + float(match[3])
-    flavours = _METRIC_NAMES if flavour == "auto" else {flavour: _METRIC_NAMES[flavour]}
-    for running_name, waiting_name in flavours.values():
-        if running_name in values and waiting_name in values:
-            return int(values[running_name]), int(values[waiting_name])
-    return None
+#: Where engines say how they schedule: vLLM (dev mode), then SGLang.
+_SERVER_INFO_PATHS = ("/server_info?config_format=json", "/get_server_info")
 
 
 class UpstreamError(Exception):
-    """An upstream request failed. ``retryable``: nothing was produced, another backend may do."""
+    """An upstream request failed. ``retryable``: nothing was produced, another backend may do.
+
+    ``kind`` (the ``fairserve_backend_errors_total`` label): ``connect`` (no
+    answer), ``status`` (a 4xx/5xx) or ``stream`` (the stream broke off or
+    carried an error event).
+    """
 
     def __init__(
-        self, message: str, *, retryable: bool, status: int = 502, body: bytes = b""
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        status: int = 502,
+        body: bytes = b"",
+        kind: str = "stream",
     ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.status = status
         self.body = body
+        self.kind = kind
 
 
 class HttpUpstream:
@@ -100,7 +92,7 @@ class HttpUpstream:
         except TransportError as exc:
             self.mark(backend, healthy=False)
             raise UpstreamError(
-                f"{backend.name}: {type(exc).__name__}: {exc}", retryable=True
+                f"{backend.name}: {type(exc).__name__}: {exc}", retryable=True, kind="connect"
             ) from None
         if response.status_code >= 400:
             try:
@@ -115,6 +107,7 @@ class HttpUpstream:
                 retryable=retryable,
                 status=response.status_code,
                 body=content,
+                kind="status",
             )
         return response
 
@@ -137,6 +130,8 @@ class HttpUpstream:
             self._tasks.append(loop.create_task(self._health_loop(backend)))
             if backend.config.metrics != "off":
                 self._tasks.append(loop.create_task(self._metrics_loop(backend)))
+            if backend.config.priority:
+                self._tasks.append(loop.create_task(self.check_priority(backend)))
 
     async def close(self) -> None:
         """Stop the pollers and close the pool."""
@@ -162,6 +157,32 @@ class HttpUpstream:
         self.mark(backend, healthy=ok)
         return ok
 
+    async def check_priority(self, backend: BackendState) -> None:
+        """At start-up, for ``priority: true``: warn unless the engine runs a priority scheduler.
+
+        The policy the engine reported (None when it reports none) is kept in
+        ``backend.scheduling_policy``.
+        An engine on first-come-first-served accepts the ``priority`` field
+        and ignores it, so the tenants' priorities would silently do nothing.
+        """
+        policy = None
+        for path in _SERVER_INFO_PATHS:
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                response = await self.client.get(backend.url + path, timeout=10.0)
+                if response.status_code == 200:
+                    policy = scheduling_policy(response.json())
+            if policy is not None:
+                break
+        if policy is None:
+            log.warning("backend %s: priority is on, but the engine does not say how it "
+                        "schedules; vLLM needs --scheduling-policy priority (run it with "
+                        "VLLM_SERVER_DEV_MODE=1 to let the gateway check)", backend.name)  # fmt: skip
+        elif policy != "priority":
+            log.warning("backend %s: priority is on, but the engine schedules %s and ignores "
+                        "the priority field; start vLLM with --scheduling-policy priority "
+                        "(SGLang: --enable-priority-scheduling)", backend.name, policy)  # fmt: skip
+        backend.scheduling_policy = policy
+
     async def _health_loop(self, backend: BackendState) -> None:
         while True:
             await self.check_health(backend)
@@ -170,13 +191,17 @@ class HttpUpstream:
     async def _metrics_loop(self, backend: BackendState) -> None:
         flavour = backend.config.metrics
         while True:
-            with contextlib.suppress(httpx.HTTPError):
+            try:
                 response = await self.client.get(
                     backend.url + "/metrics", timeout=self.config.health_timeout_s
                 )
+            except httpx.HTTPError:
+                backend.forget_engine()  # gone or restarting: its old queue means nothing now
+            else:
+                figures = None
                 if response.status_code == 200:
                     figures = parse_engine_metrics(response.text, flavour)
-                    if figures is not None:
-                        backend.observe_engine(*figures)
-                        self.on_change()
+                if figures is not None:
+                    backend.observe_engine(figures)
+                    self.on_change()
             await asyncio.sleep(self.config.metrics_interval_s)

@@ -5,10 +5,15 @@ and ``BatchView``). The gateway sees an engine only through the streams it
 relays and, where the engine exposes them, its /metrics, so two figures are
 estimates:
 
-- the engine's own queue of our requests (``num_waiting``) is
-  ``in_flight - running_cap``, where ``running_cap`` is the largest batch the
-  engine reported while it also reported waiting requests (its real batch
-  limit), or ``min(waiting, in_flight)`` before the engine was ever seen full;
+- the engine's queue (``num_waiting``) and batch (``num_running``). When the
+  engine exposes its counts they are the truth: the figures of the last poll,
+  moved on by the requests sent and ended since (``total = running + waiting
+  + sent - ended``). The batch it can hold (``running_cap``) is its running
+  count the last time it also had requests waiting — so it shrinks when the
+  KV cache fills and requests are preempted, and grows when the engine runs
+  more than before; ``waiting = total - running_cap``. Before the engine was
+  ever seen with a queue, requests sent since the poll count as running.
+  Without engine metrics, every request in flight counts as running;
 - the batch composition (``BatchView``, read by the ``slo-aware`` router and
   ``slo`` admission): a request in flight counts as decoding from its first
   streamed token, with a KV context of its prompt plus the tokens streamed so
@@ -20,6 +25,7 @@ estimates:
 from __future__ import annotations
 
 from fairserve.core.model import Request
+from fairserve.gateway.backends.engine_metrics import EngineFigures
 from fairserve.gateway.config import BackendConfig
 
 
@@ -56,10 +62,12 @@ class BackendState:
         self.inflight_tokens = 0
         self.inflight_predicted_tokens = 0
         self.loads: set[Load] = set()  # the requests in flight here
-        self.engine_running: int | None = None
-        self.engine_waiting: int | None = None
+        self.engine: EngineFigures | None = None  # the last figures the engine reported
         self.running_cap: int | None = None
+        self.sent_since_poll = 0
+        self.ended_since_poll = 0
         self.failures = 0
+        self.scheduling_policy: str | None = None  # as the engine reported it (priority: true)
 
     # ----------------------------------------------------------- capacity
     def take(self, load: Load) -> None:
@@ -68,6 +76,7 @@ class BackendState:
         self.inflight_tokens += load.tokens
         self.inflight_predicted_tokens += load.predicted_tokens
         self.loads.add(load)
+        self.sent_since_poll += 1
 
     def give_back(self, load: Load) -> None:
         """A request sent here ended (or is retried elsewhere)."""
@@ -75,6 +84,7 @@ class BackendState:
         self.inflight_tokens -= load.tokens
         self.inflight_predicted_tokens -= load.predicted_tokens
         self.loads.remove(load)
+        self.ended_since_poll += 1
         assert self.inflight >= 0 and self.inflight_tokens >= 0, "capacity released twice"
 
     def has_room(self, tokens: int) -> bool:
@@ -87,27 +97,46 @@ class BackendState:
             return False
         return self.num_waiting < cfg.max_engine_waiting
 
-    def observe_engine(self, running: int, waiting: int) -> None:
-        """Fresh figures from the engine's /metrics."""
-        self.engine_running = running
-        self.engine_waiting = waiting
-        if waiting > 0 and running > 0:
-            self.running_cap = max(self.running_cap or 0, running)
+    def observe_engine(self, figures: EngineFigures) -> None:
+        """Fresh figures from the engine's /metrics: they replace the estimate."""
+        self.engine = figures
+        self.sent_since_poll = self.ended_since_poll = 0
+        if figures.waiting > 0:
+            self.running_cap = figures.running  # full now: its batch limit, shrunk or not
+        elif self.running_cap is not None and figures.running > self.running_cap:
+            self.running_cap = figures.running
+
+    def forget_engine(self) -> None:
+        """The engine's figures are gone (it restarted or went away): back to counting."""
+        self.engine = None
+        self.running_cap = None
+
+    def _engine_total(self) -> int:
+        assert self.engine is not None
+        e = self.engine
+        return max(0, e.running + e.waiting + self.sent_since_poll - self.ended_since_poll)
 
     # ----------------------------------------------------------- InstanceView
     @property
     def num_waiting(self) -> int:
-        """Our requests estimated to wait in the engine's own queue."""
-        if self.running_cap is not None:
-            return max(0, self.inflight - self.running_cap)
-        if self.engine_waiting is not None:
-            return min(self.engine_waiting, self.inflight)
-        return 0
+        """Requests estimated to wait in the engine's own queue (anyone's, not only ours)."""
+        if self.engine is None:
+            return 0
+        if self.running_cap is None:
+            return max(0, self.engine.waiting - self.ended_since_poll)
+        return max(0, self._engine_total() - self.running_cap)
 
     @property
     def num_running(self) -> int:
         """Requests in the engine's batch (in flight when the engine does not say)."""
-        return self.inflight - self.num_waiting
+        if self.engine is None:
+            return self.inflight
+        return max(0, self._engine_total() - self.num_waiting)
+
+    @property
+    def kv_usage(self) -> float | None:
+        """The engine's KV cache use (0-1) at its last report, when it reports one."""
+        return None if self.engine is None else self.engine.kv_usage
 
     @property
     def outstanding_tokens(self) -> int:
