@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
 
 from tests.gateway.helpers import KEY_A, MODEL, ended_total, gateway_config, gateway_thread
@@ -96,9 +97,10 @@ def test_connection_refused_is_retried_on_another_backend() -> None:
 
 
 def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
+    """SIGTERM: /readyz 503 at once, requests served for drain_delay_s, then refused."""
     with engine_thread() as engine:
         cfg = gateway_config([engine.url]).model_dump(exclude_none=True)
-        cfg["server"] = {"drain_grace_s": 10}
+        cfg["server"] = {"drain_grace_s": 10, "drain_delay_s": 1.0}
         path = tmp_path / "gw.yaml"
         path.write_text(yaml.safe_dump(cfg))
         port = free_port()
@@ -108,24 +110,34 @@ def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
             body = {
                 "model": MODEL,
                 "messages": [{"role": "user", "content": "x"}],
-                "max_tokens": 600,
+                "max_tokens": 2400,
                 "stream": True,
-            }  # fmt: skip  (~1 s)
+            }  # fmt: skip  (~4 s)
+            short = {**body, "max_tokens": 4, "stream": False}
             headers = {"authorization": f"Bearer {KEY_A}"}
             with (
                 httpx.Client(timeout=20) as client,
                 client.stream(
                     "POST", gw.url + "/v1/chat/completions", json=body, headers=headers
                 ) as response,
+                httpx.Client(timeout=20) as keep_alive,
             ):
                 lines = response.iter_lines()
                 assert next(lines).startswith("data: ")
                 gw.proc.send_signal(signal.SIGTERM)
                 time.sleep(0.2)
-                refused = httpx.post(gw.url + "/v1/chat/completions", json=body, headers=headers)
+                assert httpx.get(gw.url + "/readyz").status_code == 503
+                # Within the delay the balancer may still send: those are served.
+                served = keep_alive.post(gw.url + "/v1/chat/completions", json=short,
+                                         headers=headers)  # fmt: skip
+                assert served.status_code == 200, served.text
+                time.sleep(1.3)  # past drain_delay_s: the listener is closed
+                refused = keep_alive.post(gw.url + "/v1/chat/completions", json=short,
+                                          headers=headers)  # fmt: skip
                 assert refused.status_code == 503
                 assert refused.json()["error"]["code"] == "draining"
-                assert httpx.get(gw.url + "/readyz").status_code == 503
+                with pytest.raises(httpx.ConnectError):
+                    httpx.get(gw.url + "/healthz", timeout=2)
                 rest = list(lines)  # the in-flight request finishes
                 assert rest[-2] == "data: [DONE]"
             assert gw.proc.wait(timeout=15) == 0

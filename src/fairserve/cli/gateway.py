@@ -39,8 +39,15 @@ def _uvicorn_config(app: Any, host: str, port: int, access_log: bool, **limits: 
     )
 
 
-def _draining_server(config: Any, gateway: Any, grace_s: float) -> Any:
-    """A uvicorn server whose first SIGTERM/SIGINT drains the gateway before exiting (status 0)."""
+def _draining_server(config: Any, gateway: Any, grace_s: float, delay_s: float = 0.0) -> Any:
+    """A uvicorn server whose first SIGTERM/SIGINT drains the gateway before exiting (status 0).
+
+    The drain, as a service behind a load balancer needs it: /readyz answers
+    503 at once while requests are still served for ``delay_s`` (so the
+    balancer sees it and stops sending); then the listener closes, requests on
+    open connections get 503, and those in flight have ``grace_s`` to finish
+    before they are interrupted.
+    """
     import uvicorn
 
     class DrainingServer(uvicorn.Server):
@@ -64,10 +71,14 @@ def _draining_server(config: Any, gateway: Any, grace_s: float) -> Any:
                 self.should_exit = True
                 return
             self.draining = True
-            err.print(f"draining: no new requests; in-flight ones have {grace_s:g} s")
+            err.print(f"draining: /readyz 503; serving for {delay_s:g} s more, then in-flight "
+                      f"requests have {grace_s:g} s")  # fmt: skip
             asyncio.get_running_loop().create_task(self._drain())
 
         async def _drain(self) -> None:
+            await gateway.announce_shutdown(delay_s)
+            for server in self.servers:  # stop accepting connections; open ones stay
+                server.close()
             await gateway.drain(grace_s)
             self.should_exit = True
 
@@ -100,7 +111,9 @@ def serve_cmd(
         access_log,
         **uvicorn_limits(cfg.limits),
     )
-    server = _draining_server(uv, app.state.gateway, server_cfg.drain_grace_s)
+    server = _draining_server(
+        uv, app.state.gateway, server_cfg.drain_grace_s, server_cfg.drain_delay_s
+    )
     server.run()
 
 

@@ -51,7 +51,7 @@ class Admitter:
         """The admitted request's flight, or an :class:`APIError` naming the limit."""
         now = self.clock()
         # n choices may each run to max_tokens: the token budget counts them all
-        max_tokens = (parsed.max_tokens or self.default_max_tokens) * parsed.n
+        max_tokens = (parsed.max_tokens or self.default_max_tokens) * parsed.sequences
         try:
             self.tenants.check(tenant, parsed.prompt_tokens, max_tokens, now)
             req = self._request(tenant, parsed, max_tokens, now)

@@ -46,8 +46,9 @@ from fairserve.gateway.flight import End, Flight
 from fairserve.gateway.ledger import Ledger
 from fairserve.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from fairserve.gateway.parse import CLOSE, authenticate, parse, read_body
-from fairserve.gateway.protocol import Endpoint
+from fairserve.gateway.protocol import Endpoint, not_found_model
 from fairserve.gateway.relay import DONE, Relay
+from fairserve.gateway.request_id import RequestId, add_headers, request_id
 from fairserve.gateway.tenants import Tenants
 from fairserve.metrics.records import RequestRecords
 
@@ -74,7 +75,8 @@ class Gateway:
         self.admitter = Admitter(self.tenants, self.predictor, parts.admission, self.scheduler,
                                  self.ledger, config.server.default_max_tokens, clock)  # fmt: skip
         self.relay = Relay(self.connector, self.policy, clock)
-        self.draining = False
+        self.ready = True  # /readyz: False from the first SIGTERM on
+        self.draining = False  # new requests refused (503), after drain_delay_s
 
     @property
     def admitted(self) -> int:
@@ -140,18 +142,20 @@ class Gateway:
                            type="server_error", code="draining",
                            headers={"Retry-After": "1", **CLOSE})  # fmt: skip
         tenant = authenticate(self.tenants, request.headers.get("authorization"))
-        if not self.scheduler.any_healthy:
-            exc = no_backend_error(self.config.dispatch.health_interval_s)
-            exc.tenant = tenant.name
-            raise exc
-        limits = self.config.limits
         try:
+            if not self.scheduler.any_healthy:
+                raise no_backend_error(self.config.dispatch.health_interval_s)
+            limits = self.config.limits
             raw = await read_body(request, limits)
+            parsed = parse(tenant, self.config.models, endpoint, raw, limits.max_json_depth)
+            flight = self.admitter.admit(tenant, parsed)
         except APIError as exc:
             exc.tenant = tenant.name
             raise
-        parsed = parse(tenant, self.config.models, endpoint, raw, limits.max_json_depth)
-        return self.admitter.admit(tenant, parsed)
+        finally:  # the tenant's limits as they stand after this request, on any answer
+            add_headers(request.scope, tenant.ratelimit_headers(self.clock()))
+        flight.request_id = request_id(request.scope)
+        return flight
 
     def _interrupted(self, flight: Flight) -> Response:
         """The request's task was cancelled while waiting: by its client, or by shutdown."""
@@ -180,19 +184,29 @@ class Gateway:
             self.tenants.authenticate(request.headers.get("authorization"))
         except APIError as exc:
             return exc.response()
-        data = [{"id": m, "object": "model", "created": 0, "owned_by": "fairserve"}
-                for m in self.config.models]  # fmt: skip
+        data = [_model_card(m) for m in self.config.models]
         return JSONResponse({"object": "list", "data": data})
+
+    async def model(self, request: HTTPRequest) -> Response:
+        """GET /v1/models/{id}: one model, or a 404 in OpenAI's shape."""
+        try:
+            self.tenants.authenticate(request.headers.get("authorization"))
+        except APIError as exc:
+            return exc.response()
+        name = request.path_params["model"]
+        if name not in self.config.models:
+            return not_found_model(name, self.config.models).response()
+        return JSONResponse(_model_card(name))
 
     async def healthz(self, request: HTTPRequest) -> Response:
         """Liveness: the process answers."""
         return JSONResponse({"status": "ok"})
 
     async def readyz(self, request: HTTPRequest) -> Response:
-        """Readiness: not draining and at least one backend healthy."""
+        """Readiness: not shutting down and at least one backend healthy."""
         healthy = sum(b.healthy for b in self.backends)
-        ready = healthy > 0 and not self.draining
-        body = {"ready": ready, "draining": self.draining, "healthy_backends": healthy}
+        ready = healthy > 0 and self.ready
+        body = {"ready": ready, "draining": not self.ready, "healthy_backends": healthy}
         return JSONResponse(body, status_code=200 if ready else 503)
 
     async def prometheus(self, request: HTTPRequest) -> Response:
@@ -210,8 +224,18 @@ class Gateway:
         return Response(m.render(), media_type=CONTENT_TYPE)
 
     # ------------------------------------------------------------- lifecycle
+    async def announce_shutdown(self, delay_s: float) -> None:
+        """First step of a drain: /readyz answers 503 while requests are still served.
+
+        A load balancer needs a few probe periods to see the 503 and stop
+        sending; until ``delay_s`` has passed, requests keep being admitted.
+        """
+        self.ready = False
+        await asyncio.sleep(delay_s)
+
     async def drain(self, grace_s: float) -> None:
         """Stop admitting (503), let in-flight requests finish for ``grace_s``, abort the rest."""
+        self.ready = False
         self.draining = True
         idle = self.ledger.idle
         with contextlib.suppress(TimeoutError):
@@ -230,6 +254,10 @@ class Gateway:
             yield
         finally:
             await self.upstream.close()
+
+
+def _model_card(name: str) -> dict[str, object]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "fairserve"}
 
 
 def _shutdown_error() -> APIError:
@@ -262,6 +290,8 @@ def create_app(config: GatewayConfig) -> Starlette:
         Route("/v1/chat/completions", gateway.chat, methods=["POST"]),
         Route("/v1/completions", gateway.completions, methods=["POST"]),
         Route("/v1/models", gateway.models, methods=["GET"]),
+        # model ids may hold slashes (org/name), as vLLM's served names do
+        Route("/v1/models/{model:path}", gateway.model, methods=["GET"]),
         Route("/healthz", gateway.healthz, methods=["GET"]),
         Route("/readyz", gateway.readyz, methods=["GET"]),
         Route("/metrics", gateway.prometheus, methods=["GET"]),
@@ -273,7 +303,7 @@ def create_app(config: GatewayConfig) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=gateway.lifespan,
-        middleware=[edge],
+        middleware=[Middleware(RequestId), edge],
         exception_handlers={HTTPException: _http_error},
     )
     app.state.gateway = gateway

@@ -138,6 +138,7 @@ class ServerConfig(_Model):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    drain_delay_s: float = Field(default=5.0, ge=0)
     drain_grace_s: float = Field(default=30.0, ge=0)
     default_max_tokens: int = Field(default=256, ge=1)
     record_requests: bool = False

@@ -63,7 +63,8 @@ class Connector:
             self._dispatched(flight, backend)
             path = flight.parsed.endpoint.path
             try:
-                return await self.upstream.open(backend, path, upstream_body(flight, backend))
+                body = upstream_body(flight, backend)
+                return await self.upstream.open(backend, path, body, flight.request_id)
             except UpstreamError as exc:
                 self.metrics.backend_errors.labels(backend.name, exc.kind).inc()
                 self.unassign(flight)

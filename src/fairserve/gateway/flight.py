@@ -48,7 +48,8 @@ class Flight:
 
     __slots__ = (
         "backend", "charged_prompt_tokens", "dispatched_s", "ended", "failed", "first_token_s",
-        "instance", "parsed", "produced", "req", "tenant", "ticket", "usage", "watch",
+        "instance", "parsed", "produced", "req", "request_id", "tenant", "ticket", "usage",
+        "watch",
     )  # fmt: skip
 
     def __init__(self, req: Request, tenant: TenantState, parsed: ParsedRequest) -> None:
@@ -66,6 +67,7 @@ class Flight:
         self.ended = False
         self.failed = False  # a streamed answer ended with an error event
         self.instance: int | None = None  # index of the last backend it was sent to
+        self.request_id = ""  # x-request-id, sent upstream too
 
     @property
     def prompt_tokens(self) -> int:

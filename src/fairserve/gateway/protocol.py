@@ -21,6 +21,7 @@ from fairserve.gateway.errors import APIError, bad_request
 
 CHARS_PER_TOKEN = 4
 MAX_CHOICES = 128  # n: as OpenAI's API caps it
+MAX_PROMPTS = 256  # prompts in one batched completion request
 CHAT_TOKENS_PER_MESSAGE = 3
 CHAT_REPLY_PRIMING_TOKENS = 3
 #: Nesting of arrays and objects accepted in a body (``limits.max_json_depth``).
@@ -61,7 +62,13 @@ class ParsedRequest:
     prompt_tokens: int
     text: str
     ignore_eos: bool | None
-    n: int = 1  # choices asked for (the backend decides whether it serves n > 1)
+    n: int = 1  # choices asked for per prompt (the backend decides whether it serves n > 1)
+    prompts: int = 1  # prompts in a batched completion request (each gets n choices)
+
+    @property
+    def sequences(self) -> int:
+        """Sequences the engine generates for this request: prompts times n."""
+        return self.n * self.prompts
 
 
 def estimate_tokens(text: str) -> int:
@@ -194,20 +201,39 @@ def _chat_prompt(body: dict[str, Any]) -> tuple[int, str]:
     return tokens, last_user
 
 
-def _completion_prompt(body: dict[str, Any]) -> tuple[int, str]:
-    prompt = body.get("prompt")
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
-        prompt = prompt[0]  # a batch of one
+def _token_ids(prompt: Any) -> bool:
+    return (
+        isinstance(prompt, list)
+        and bool(prompt)
+        and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in prompt)
+    )
+
+
+def _one_prompt(prompt: Any, where: str) -> tuple[int, str] | None:
+    """(tokens, text) of one prompt: a string or a list of token ids; None otherwise."""
     if isinstance(prompt, str):
         if not prompt:
-            raise bad_request("prompt must not be empty", param="prompt")
+            raise bad_request(f"{where} must not be empty", param="prompt")
         return estimate_tokens(prompt), prompt
+    if _token_ids(prompt):
+        return len(prompt), " ".join(str(t) for t in prompt[:64])
+    return None
+
+
+def _completion_prompt(body: dict[str, Any]) -> tuple[int, str, int]:
+    """(tokens, text, prompts): one prompt, or a batch of them (each one choice per ``n``)."""
+    prompt = body.get("prompt")
+    one = _one_prompt(prompt, "prompt")
+    if one is not None:
+        return (*one, 1)
     if isinstance(prompt, list) and prompt:
-        if all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in prompt):
-            return len(prompt), " ".join(str(t) for t in prompt[:64])
-        if all(isinstance(t, str | list) for t in prompt):
-            raise bad_request("batched prompts are not supported; send one prompt per request",
+        if len(prompt) > MAX_PROMPTS:
+            raise bad_request(f"a batch holds at most {MAX_PROMPTS} prompts, got {len(prompt)}",
                               param="prompt")  # fmt: skip
+        parts = [_one_prompt(p, f"prompt[{i}]") for i, p in enumerate(prompt)]
+        if all(part is not None for part in parts):
+            tokens = sum(part[0] for part in parts if part is not None)
+            return tokens, parts[0][1] if parts[0] is not None else "", len(parts)
     raise bad_request("prompt must be a non-empty string or a list of token ids", param="prompt")
 
 
@@ -238,8 +264,9 @@ def parse_request(
         if max_completion is not None:
             max_tokens = max_completion if max_tokens is None else min(max_tokens, max_completion)
         prompt_tokens, text = _chat_prompt(body)
+        prompts = 1
     else:
-        prompt_tokens, text = _completion_prompt(body)
+        prompt_tokens, text, prompts = _completion_prompt(body)
     _opt_int(body, "priority", -(2**31))
     return ParsedRequest(
         endpoint=endpoint,
@@ -252,6 +279,7 @@ def parse_request(
         text=text,
         ignore_eos=_opt_bool(body, "ignore_eos"),
         n=n,
+        prompts=prompts,
     )
 
 

@@ -161,7 +161,8 @@ def parse_block(flight: Flight, block: bytes) -> Block:
         if isinstance(usage, dict):
             flight.usage = usage
             if not chunk.get("choices") and not flight.parsed.include_usage:
-                dropped = True
+                dropped = True  # not forwarded; its other fields (system_fingerprint) still
+                chunks.append(chunk)  # go into a non-streaming answer
                 continue
         for choice in chunk.get("choices") or ():
             tokens += _has_output(choice)

@@ -45,6 +45,24 @@ class TokenBucket:
         self._refill(now_s)
         self.level -= amount
 
+    def headers(self, kind: str, now_s: float) -> list[tuple[bytes, bytes]]:
+        """OpenAI's ``x-ratelimit-{limit,remaining,reset}-<kind>`` headers for this bucket."""
+        self._refill(now_s)
+        reset_s = max(0.0, self.capacity - self.level) / self.rate_per_s
+        return [
+            (b"x-ratelimit-limit-" + kind.encode(), b"%d" % self.capacity),
+            (b"x-ratelimit-remaining-" + kind.encode(), b"%d" % max(0, math.floor(self.level))),
+            (b"x-ratelimit-reset-" + kind.encode(), duration(reset_s).encode()),
+        ]
+
+
+def duration(seconds: float) -> str:
+    """A reset time as OpenAI writes it: ``1s``, ``6m0s``, ``20ms``."""
+    if seconds < 1:
+        return f"{math.ceil(seconds * 1000)}ms"
+    minutes, rest = divmod(math.ceil(seconds), 60)
+    return f"{minutes}m{rest}s" if minutes else f"{rest}s"
+
 
 class TenantState:
     """One tenant's configuration and live counters."""
@@ -63,6 +81,15 @@ class TenantState:
             TokenBucket(limits.requests_per_min, now_s) if limits.requests_per_min else None
         )
         self.tokens = TokenBucket(limits.tokens_per_min, now_s) if limits.tokens_per_min else None
+
+    def ratelimit_headers(self, now_s: float) -> list[tuple[bytes, bytes]]:
+        """The tenant's rate-limit headers (none for limits it does not have)."""
+        out: list[tuple[bytes, bytes]] = []
+        if self.requests is not None:
+            out += self.requests.headers("requests", now_s)
+        if self.tokens is not None:
+            out += self.tokens.headers("tokens", now_s)
+        return out
 
 
 def _retry_after(seconds: float) -> dict[str, str]:

@@ -77,7 +77,9 @@ class HttpUpstream:
         self._tasks: list[asyncio.Task[None]] = []
 
     # ----------------------------------------------------------- requests
-    async def open(self, backend: BackendState, path: str, body: bytes) -> Response:
+    async def open(
+        self, backend: BackendState, path: str, body: bytes, request_id: str = ""
+    ) -> Response:
         """Send a streaming request; the response's headers have arrived when this returns.
 
         Raises ``UpstreamError``: retryable for connection failures and 5xx
@@ -87,6 +89,8 @@ class HttpUpstream:
         headers = {"content-type": "application/json", "accept-encoding": "identity"}
         if backend.config.api_key:
             headers["authorization"] = "Bearer " + backend.config.api_key
+        if request_id:
+            headers["x-request-id"] = request_id
         try:
             response = await self.pools[backend.index].post(path, body, headers)
         except TransportError as exc:

@@ -1,0 +1,307 @@
+"""The gateway in front of a real vLLM engine (its CPU build, in .vllm-venv).
+
+``make vllm-env`` installs vLLM; where it could not, these tests skip with
+its reason. The model is a tiny Llama written by ``vllm_files/make_model.py``
+(random weights, ``--load-format dummy``): what is under test is the serving
+path, not the text. vLLM runs in its own process group, which the fixture
+always kills (its engine-core and worker processes outlive the API server
+otherwise).
+
+The tests run in file order on one engine; the last one kills it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
+
+from fairserve.cli.app import app as fairserve_app
+from fairserve.gateway.app import Gateway
+from tests.gateway.helpers import KEY_A, KEY_B, ended_total, gateway_config, gateway_thread
+from tests.gateway.servers import free_port
+from tests.helpers import wait_until, wait_until_async
+
+pytestmark = pytest.mark.vllm
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV = ROOT / ".vllm-venv"
+MODEL = "tiny"
+MAX_MODEL_LEN = 512
+MAX_NUM_SEQS = 4
+
+
+def _skip_reason() -> str | None:
+    if (VENV / ".installed").exists():
+        return None
+    reason_file = ROOT / ".vllm-venv.skip-reason"
+    why = reason_file.read_text().strip() if reason_file.exists() else "run `make vllm-env`"
+    return f"vLLM's CPU build is not installed in .vllm-venv: {why}"
+
+
+class VLLM:
+    """``python -m vllm.entrypoints.openai.api_server`` in its own process group."""
+
+    def __init__(self, model_dir: Path, log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log
+        args = [
+            str(VENV / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server",
+            "--model", str(model_dir), "--served-model-name", MODEL, "--load-format", "dummy",
+            "--dtype", "bfloat16", "--enforce-eager", "--max-model-len", str(MAX_MODEL_LEN),
+            "--max-num-seqs", str(MAX_NUM_SEQS), "--max-num-batched-tokens", "256",
+            "--block-size", "32", "--num-gpu-blocks-override", "48",
+            "--enable-prefix-caching", "--scheduling-policy", "priority", "--enable-log-requests",
+            "--host", "127.0.0.1", "--port", str(self.port),
+        ]  # fmt: skip
+        # Dev mode serves /server_info, from which the gateway reads the scheduling policy.
+        env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", VLLM_SERVER_DEV_MODE="1")
+        self.log = log.open("wb")
+        self.started_s = time.monotonic()
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True, cwd=model_dir)  # fmt: skip
+        self.ready_s = float("nan")
+
+    def wait_ready(self, timeout_s: float = 420) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"vLLM exited with {self.proc.returncode}:\n{self.tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    self.ready_s = time.monotonic() - self.started_s
+                    return
+            time.sleep(0.5)
+        raise RuntimeError(f"vLLM not ready after {timeout_s} s:\n{self.tail()}")
+
+    def tail(self, lines: int = 40) -> str:
+        self.log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Signal the whole group (API server, engine core, worker) and reap the server."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # whatever ignored SIGTERM
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self.log.close()
+
+    def metrics(self) -> dict[str, float]:
+        """vLLM's samples summed over label sets, by sample name (and finished_reason)."""
+        text = httpx.get(self.url + "/metrics", timeout=5).text
+        out: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                name = s.name
+                if "finished_reason" in s.labels:
+                    name += "/" + s.labels["finished_reason"]
+                out[name] = out.get(name, 0.0) + s.value
+        return out
+
+
+@pytest.fixture(scope="module")
+def vllm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLM]:
+    reason = _skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    tmp = tmp_path_factory.mktemp("vllm")
+    model_dir = tmp / "model"
+    subprocess.run([str(VENV / "bin" / "python"), str(Path(__file__).parent / "vllm_files" /
+                    "make_model.py"), str(model_dir)], check=True, timeout=120)  # fmt: skip
+    server = VLLM(model_dir, tmp / "vllm.log")
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(vllm: VLLM) -> Iterator[tuple[str, Gateway]]:
+    # FIFO with room to spare: the order vLLM sees is the order requests came in,
+    # so what reorders them in the priority test is vLLM's own scheduler.
+    backends = [{"url": vllm.url, "max_concurrency": 64, "max_engine_waiting": 64,
+                 "priority": True}]  # fmt: skip
+    config = gateway_config([vllm.url], models=[MODEL], backends=backends,
+                            dispatch={"health_interval_s": 0.2, "metrics_interval_s": 0.1,
+                                      "read_timeout_s": 60})  # fmt: skip
+    with gateway_thread(config) as (server, gw):
+        yield server.url, gw
+
+
+def _charged(gw: Gateway, kind: str) -> float:
+    registry = gw.metrics.registry
+    return sum(registry.get_sample_value("fairserve_tokens_total", {"tenant": t, "kind": kind})
+               or 0.0 for t in ("a", "b"))  # fmt: skip
+
+
+def _balanced(gw: Gateway) -> bool:
+    return gw.admitted == ended_total(gw) and not gw.ledger.flights
+
+
+def test_the_gateway_checks_vllms_scheduling_policy(gateway: tuple[str, Gateway]) -> None:
+    _url, gw = gateway
+    assert wait_until(lambda: gw.backends[0].scheduling_policy is not None, timeout_s=15)
+    assert gw.backends[0].scheduling_policy == "priority"
+
+
+def test_openai_client_plain_and_streaming(gateway: tuple[str, Gateway]) -> None:
+    url, gw = gateway
+    client = openai.OpenAI(base_url=url + "/v1", api_key=KEY_A, max_retries=0)
+    chat = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "hello"}], max_tokens=12,
+        extra_body={"ignore_eos": True},
+    )  # fmt: skip
+    assert chat.choices[0].finish_reason == "length"
+    assert chat.usage is not None and chat.usage.completion_tokens == 12
+    assert chat.usage.prompt_tokens > 0 and chat.system_fingerprint  # vLLM's, passed through
+    stream = client.completions.create(model=MODEL, prompt="hello world", max_tokens=10,
+                                       stream=True, extra_body={"ignore_eos": True})  # fmt: skip
+    chunks = list(stream)
+    assert sum(1 for c in chunks if c.choices and c.choices[0].text is not None) >= 1
+    assert all(c.usage is None for c in chunks)  # the client did not ask for usage
+    # A batch of prompts, n choices each: every choice comes back and is charged.
+    charged = _charged(gw, "completion")
+    batch = client.completions.create(model=MODEL, prompt=["hello", "world wide"], n=2,
+                                      max_tokens=6, extra_body={"ignore_eos": True})  # fmt: skip
+    assert sorted(c.index for c in batch.choices) == [0, 1, 2, 3]
+    assert batch.usage is not None and batch.usage.completion_tokens == 24
+    assert wait_until(lambda: _balanced(gw))
+    assert _charged(gw, "completion") - charged == 24
+
+
+def test_bench_through_the_gateway_accounts_every_token(
+    vllm: VLLM, gateway: tuple[str, Gateway], tmp_path: Path
+) -> None:
+    url, gw = gateway
+    spec = {"seed": 3, "duration_s": 3, "sources": [
+        {"tenant": "a", "arrival": {"process": "poisson", "rate_per_s": 4},
+         "prompt": {"dist": "lognormal", "mean_tokens": 60, "sigma": 0.5, "max_tokens": 200},
+         "output": {"dist": "lognormal", "mean_tokens": 24, "sigma": 0.5, "max_tokens": 64}},
+        {"tenant": "b", "arrival": {"process": "poisson", "rate_per_s": 4},
+         "prompt": {"dist": "constant", "tokens": 60}, "output": {"dist": "constant", "tokens": 32}},
+    ]}  # fmt: skip
+    path = tmp_path / "w.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert wait_until(lambda: _balanced(gw))
+    before = vllm.metrics()
+    charged = _charged(gw, "completion"), _charged(gw, "prompt")
+    result = CliRunner().invoke(fairserve_app, [
+        "bench", "--url", url, "--workload", str(path), "--model", MODEL, "--json",
+        "--tenant-key", f"a={KEY_A}", "--tenant-key", f"b={KEY_B}",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["completed"] == summary["requests"] > 5, summary
+    assert wait_until(lambda: _balanced(gw))
+    after = vllm.metrics()
+    generated = after["vllm:generation_tokens_total"] - before["vllm:generation_tokens_total"]
+    prompts = after["vllm:prompt_tokens_total"] - before["vllm:prompt_tokens_total"]
+    assert generated > 0
+    assert _charged(gw, "completion") - charged[0] == generated
+    assert _charged(gw, "prompt") - charged[1] == prompts
+
+
+async def _timed(client: httpx.AsyncClient, url: str, key: str, tag: str,
+                 done: list[tuple[str, float]]) -> None:  # fmt: skip
+    body = {"model": MODEL, "prompt": "hello world " * 4, "max_tokens": 400, "ignore_eos": True}
+    reply = await client.post(url + "/v1/completions", json=body,
+                              headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+    assert reply.status_code == 200, reply.text
+    done.append((tag, time.monotonic()))
+
+
+def test_priority_pass_through_reorders_vllms_queue(
+    vllm: VLLM, gateway: tuple[str, Gateway]
+) -> None:
+    """Tenant b (priority 1) fills vLLM's batch and queue; tenant a (priority 0) jumps it."""
+    url, gw = gateway
+
+    async def run() -> list[tuple[str, float]]:
+        done: list[tuple[str, float]] = []
+        async with httpx.AsyncClient(timeout=60) as client:
+            low = [asyncio.create_task(_timed(client, url, KEY_B, f"b{i}", done))
+                   for i in range(MAX_NUM_SEQS + 3)]  # fmt: skip
+            queued = lambda: vllm.metrics()["vllm:num_requests_waiting"] >= 3  # noqa: E731
+            assert await wait_until_async(queued, timeout_s=10, interval_s=0.02)
+            high = asyncio.create_task(_timed(client, url, KEY_A, "a", done))
+            await asyncio.gather(*low, high)
+        return done
+
+    order = [tag for tag, _ in sorted(asyncio.run(run()), key=lambda d: d[1])]
+    # FCFS would run a with the last b's, finishing with or after them; priority
+    # scheduling runs it ahead of the three b's still queued.
+    assert order.index("a") < len(order) - 3, order
+    assert wait_until(lambda: _balanced(gw))
+
+
+def test_client_disconnect_aborts_the_request_inside_vllm(
+    vllm: VLLM, gateway: tuple[str, Gateway]
+) -> None:
+    url, gw = gateway
+    assert wait_until(lambda: _balanced(gw))
+    generated = vllm.metrics()["vllm:generation_tokens_total"]
+    cancelled = gw.outcomes["cancelled"]
+    max_tokens = MAX_MODEL_LEN - 32
+    body = {"model": MODEL, "prompt": "hello", "max_tokens": max_tokens, "ignore_eos": True,
+            "stream": True}  # fmt: skip
+    with httpx.stream("POST", url + "/v1/completions", json=body, timeout=30,
+                      headers={"Authorization": f"Bearer {KEY_A}"}) as reply:  # fmt: skip
+        for line in reply.iter_lines():
+            if line.startswith("data: {"):
+                break  # one token, then hang up
+    assert wait_until(lambda: "Aborted request" in vllm.tail(200), timeout_s=5), vllm.tail()
+    assert wait_until(lambda: gw.outcomes["cancelled"] == cancelled + 1 and _balanced(gw))
+    idle = lambda: vllm.metrics()["vllm:num_requests_running"] == 0  # noqa: E731
+    assert wait_until(idle, timeout_s=10)
+    # vLLM stopped generating: far fewer tokens than the request asked for.
+    assert vllm.metrics()["vllm:generation_tokens_total"] - generated < max_tokens / 2
+
+
+def test_engine_killed_requests_fail_fast_and_the_books_balance(
+    vllm: VLLM, gateway: tuple[str, Gateway]
+) -> None:
+    url, gw = gateway
+
+    async def run() -> tuple[list[httpx.Response], httpx.Response, float]:
+        headers = {"Authorization": f"Bearer {KEY_B}"}
+        body: dict[str, Any] = {"model": MODEL, "prompt": "hi", "max_tokens": 450,
+                                "ignore_eos": True}  # fmt: skip
+        async with httpx.AsyncClient(timeout=30) as client:
+            tasks = [asyncio.create_task(client.post(url + "/v1/completions", json=body,
+                                                     headers=headers)) for _ in range(6)]  # fmt: skip
+            await asyncio.sleep(0.3)
+            vllm.kill()  # SIGKILL to the group: nothing drains
+            replies = await asyncio.gather(*tasks)
+            await asyncio.sleep(0.5)  # a health check sees it gone
+            start = time.monotonic()
+            late = await client.post(url + "/v1/completions", json=body, headers=headers)
+            return replies, late, time.monotonic() - start
+
+    replies, late, took_s = asyncio.run(run())
+    assert all(r.status_code in (502, 503) for r in replies), [r.status_code for r in replies]
+    assert late.status_code == 503 and late.json()["error"]["code"] == "no_healthy_backend"
+    assert took_s < 2.0 and "retry-after" in late.headers
+    assert wait_until(lambda: _balanced(gw))
+    assert gw.outcomes["failed"] >= 6
