@@ -12,33 +12,43 @@ from fairserve.sim.cost import CostModel, Efficiency
 
 
 def write_steps(path: Path, model: CostModel, rng: np.random.Generator, noise: float) -> None:
-    rows = ["prefill_tokens,decode_seqs,kv_tokens,step_time_s"]
+    rows = ["prefill_tokens,prefill_seqs,decode_seqs,kv_tokens,step_time_s"]
     for _ in range(400):
         decode = int(rng.integers(0, 256))
-        prefill = int(rng.choice([0, 0, int(rng.integers(16, 8192))]))
+        # 1-4 prefill sequences of one length: more than one tells the per-prefill
+        # cost from the eager-launch cost every non-decode step pays.
+        chunks = int(rng.choice([0, 0, int(rng.integers(1, 5))]))
+        chunk = int(rng.integers(16, 2048))
+        prefill = chunks * chunk
         if decode == 0 and prefill == 0:
             decode = 1
-        kv = decode * int(rng.integers(100, 3000)) + prefill
-        pairs = kv + prefill * (prefill - 1) // 2
-        seqs = decode + (prefill > 0)
-        t = model.step_time_s(prefill, decode, kv, pairs, seqs) * (
-            1 + noise * rng.standard_normal()
-        )
-        rows.append(f"{prefill},{decode},{kv},{t:.9g}")
+        context = decode * int(rng.integers(100, 3000))  # what the decodes read
+        pairs = context + chunks * chunk * (chunk + 1) // 2
+        seqs = decode + chunks
+        t = model.step_time_s(prefill, decode, context + prefill, pairs, seqs, chunks)
+        t *= 1 + noise * rng.standard_normal()
+        rows.append(f"{prefill},{chunks},{decode},{context},{t:.9g}")
     path.write_text("\n".join(rows) + "\n")
 
 
 def test_fit_recovers_the_factors_that_made_the_steps(tmp_path: Path) -> None:
-    truth = Efficiency(mfu=0.42, mbu=0.66, step_overhead_s=0.0012, per_seq_overhead_s=0.00001)
+    truth = Efficiency(
+        mfu=0.42, mbu=0.66, step_overhead_s=0.0012, per_seq_overhead_s=0.00001, kv_mbu=0.5
+    )
     measured = CostModel.from_names("H100-80GB", "Llama-3.1-8B", 1, truth)
     path = tmp_path / "steps.csv"
     write_steps(path, measured, np.random.default_rng(3), noise=0.01)
-    result = fit(CostModel.from_names("H100-80GB", "Llama-3.1-8B"), read_steps(path))
+    base = CostModel.from_names("H100-80GB", "Llama-3.1-8B")
+    # One model: the per-step and per-layer overheads act alike, so one is held.
+    result = fit(base, read_steps(path), fixed=("layer_overhead_s",))
     eff = result.model.efficiency
     assert eff.mfu == pytest.approx(truth.mfu, rel=0.05)
     assert eff.mbu == pytest.approx(truth.mbu, rel=0.05)
     assert eff.step_overhead_s == pytest.approx(truth.step_overhead_s, rel=0.15)
+    assert eff.kv_mbu == pytest.approx(truth.kv_mbu, rel=0.05)
     assert result.mape_after < 0.02 < result.mape_before
+    # tp = 1 everywhere: the all-reduce terms cannot matter and are held, not guessed.
+    assert result.held["allreduce_latency_s"] == "no row depends on it"
 
 
 def test_missing_column_is_named(tmp_path: Path) -> None:

@@ -14,11 +14,11 @@ MODEL = cost_model("H100-80GB", "Llama-3.1-8B")
 
 def prefill_s(chunk: int, cached: int = 0) -> float:
     pairs = chunk * cached + chunk * (chunk + 1) // 2
-    return MODEL.step_time_s(chunk, 0, cached + chunk, pairs, 1)
+    return MODEL.step_time_s(chunk, 0, cached + chunk, pairs, 1, 1)
 
 
 def decode_s(context: int) -> float:
-    return MODEL.step_time_s(0, 1, context, context, 1)
+    return MODEL.step_time_s(0, 1, context, context, 1, 0)
 
 
 @pytest.mark.parametrize("reference", [False, True])
@@ -108,7 +108,7 @@ def test_batching_shares_steps() -> None:
     result = run([req(0, 0.0, 100, 3), req(1, 0.0, 100, 3)], config())
     ttft = by_id(result, "ttft_s")
     assert ttft[0] == ttft[1]
-    assert ttft[0] == pytest.approx(MODEL.step_time_s(200, 0, 200, 2 * 5050, 2), rel=1e-12)
+    assert ttft[0] == pytest.approx(MODEL.step_time_s(200, 0, 200, 2 * 5050, 2, 2), rel=1e-12)
     assert result.steps == 3
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -17,27 +18,42 @@ __all__ = ["calibrate_cmd", "register"]
 
 Opt = typer.Option
 
+# One model cannot tell a per-layer cost from a per-step one (both are fixed per
+# step), so by default the per-layer cost stays at its shipped value.
+DEFAULT_FIX = "layer_overhead_s"
+
+
+def _fixed(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
 
 def calibrate_cmd(
     steps: Annotated[
-        Path, typer.Argument(help="CSV: prefill_tokens,decode_seqs,kv_tokens,step_time_s")
+        Path,
+        typer.Argument(
+            help="CSV of steps (prefill_tokens,prefill_seqs,decode_seqs,kv_tokens,step_time_s"
+            "[,tp]) or of requests (prompt,batch,out,prefill_s,tbt_s[,tp])"
+        ),
     ],
     model: Annotated[str, Opt(help="Model the steps were measured on.")] = "Llama-3.1-8B",
     gpu: Annotated[str, Opt(help="GPU the steps were measured on.")] = "H100-80GB",
-    tp: Annotated[int, Opt(help="Tensor-parallel degree.")] = 1,
+    tp: Annotated[int, Opt(help="Tensor-parallel degree of rows without a tp column.")] = 1,
+    fix: Annotated[
+        str, Opt(help="Factors to hold at their shipped values (comma-separated; '' for none).")
+    ] = DEFAULT_FIX,
     out: Annotated[Path, Opt(help="Profile file to write.")] = Path("profile.yaml"),
     as_json: Annotated[bool, Opt("--json", help="Print the fit as JSON.")] = False,
 ) -> None:
     """Fit the cost model's efficiency factors to measured step times; write a profile."""
-    from fairserve.sim.calibrate import StepFileError, fit, read_steps
-    from fairserve.sim.cost import CostModel, write_profile
+    from fairserve.sim.calibrate import StepFileError, UnidentifiableError, fit, read_steps
+    from fairserve.sim.cost import cost_model, write_profile
 
     try:
-        base = CostModel.from_names(gpu, model, tp)
-        table = read_steps(steps)
-    except (UnknownProfileError, StepFileError) as exc:
+        base = cost_model(gpu, model, tp)
+        table = read_steps(steps, tp)
+        result = fit(base, table, _fixed(fix))
+    except (UnknownProfileError, StepFileError, UnidentifiableError, ValueError) as exc:
         raise fail(str(exc)) from exc
-    result = fit(base, table)
     write_profile(out, result.model, result.fit_dict(), source=str(steps))
     eff = result.model.efficiency
     if as_json:
@@ -45,15 +61,17 @@ def calibrate_cmd(
         sys.stdout.write(json.dumps(data) + "\n")
         return
     console = Console()
-    console.print(f"fitted {result.rows} steps of {model} on {gpu} (tp={tp})")
+    console.print(f"fitted {result.rows} steps of {model} on {gpu}")
     console.print(
-        f"mean abs. error: {100 * result.mape_before:.1f}% with the default factors -> "
-        f"{100 * result.mape_after:.1f}% fitted"
+        f"mean abs. error: {100 * result.mape_before:.1f}% with the starting factors -> "
+        f"{100 * result.mape_after:.1f}% fitted "
+        f"(prefill {result.errors['mape_prefill']}%, decode {result.errors['mape_decode']}%)"
     )
-    console.print(
-        f"mfu={eff.mfu:.3f} mbu={eff.mbu:.3f} step_overhead={1e3 * eff.step_overhead_s:.3f} ms "
-        f"per_seq_overhead={1e6 * eff.per_seq_overhead_s:.2f} us"
-    )
+    console.print(", ".join(f"{k}={v:.4g}" for k, v in asdict(eff).items()))
+    for term, why in result.held.items():
+        console.print(f"not fitted: {term} ({why})")
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
     console.print(f"profile written to {out} (use it with --profile {out})")
 
 

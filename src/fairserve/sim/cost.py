@@ -1,25 +1,29 @@
-"""The step-time cost model: a roofline of the GPU and the model's shape.
+"""The step-time cost model: per-layer roofline terms of the GPU and the model's shape.
 
-One engine step runs a batch made of prefill tokens and decode sequences. Its
-time is
+One engine step runs a batch of ``P`` prefill tokens in ``Np`` prefill
+chunks and ``D`` decode sequences (``N = Np + D`` sequences in all, ``K`` KV tokens read, ``A`` attention
+query-key pairs). Its time is a sum of terms, each with its own efficiency
+factor (docs/simulator.md gives the figures and why):
 
-    t = step_overhead_s + per_seq_overhead_s * seqs + t_allreduce
-        + max(flops / (tp * peak_flops * mfu), bytes / (tp * hbm_bw * mbu))
+    t = step_overhead_s + per_seq_overhead_s * N + prefill_seq_overhead_s * Np
+        + layers * layer_overhead_s
+        + layers * eager_layer_overhead_s                 (steps not replayed as a CUDA graph)
+        + max(gemm_flops / (tp * peak_flops * mfu), read_bytes / (tp * hbm_bw * mbu))
+        + attn_flops / (tp * peak_flops * attention_mfu)
+        + kv_bytes / (hbm_bw * kv_mbu)
+        + 2 * layers * (ceil(log2 tp) * allreduce_latency_s
+                        + 2 (tp-1)/tp * G * hidden * dtype / (link_bw * interconnect_efficiency))
 
-with
+    gemm_flops = 2 * body_params * G + 2 * vocab * hidden * S   (LM head per sampled row)
+    attn_flops = 4 * layers * q_dim * A                         (QK^T and PV)
+    kv_bytes   = kv_bytes_per_token(tp) * K                     (per GPU)
 
-    flops = 2 * body_params * tokens          (every scheduled token, all layers)
-          + 2 * vocab * hidden * seqs         (LM head on each sampled position)
-          + 4 * layers * q_dim * attn_pairs   (QK^T and PV; a pair = one query
-                                               token attending to one KV token)
-    bytes = weight_bytes + kv_bytes_per_token * kv_tokens   (KV read this step)
-    t_allreduce = 2 * layers * (tokens * hidden * dtype * 2 (tp-1)/tp
-                   / (link_bw * interconnect_efficiency) + allreduce_latency_s)
-                  (tensor parallel only)
-
-``tokens`` = prefill tokens + decode sequences. Every factor that is not a
-public spec figure (``mfu``, ``mbu``, the overheads, the link efficiency) is an
-efficiency factor that ``fairserve calibrate`` fits from measured step times.
+``G = P + D`` tokens go through the GEMMs and ``S = N`` rows through the LM
+head, except in a step where every sequence runs one token (pure decode):
+there vLLM replays a CUDA graph captured for the next size up (1, 2, 4, 8, 16,
+..., 512), so ``G = S = padded(N)``; every other step launches its kernels one by
+one and pays ``eager_layer_overhead_s`` per layer. Weight reads and compute are divided by
+``tp``; the fixed costs (launches, norms, sampling, the scheduler) are not.
 
 During a run of pure decode steps the batch is fixed (B sequences) and the KV
 read grows by B tokens a step, so each step's time is ``c + max(u0 + u1 j,
@@ -96,7 +100,14 @@ class ModelSpec:
 
 @dataclass(frozen=True, slots=True)
 class Efficiency:
-    """The fitted factors of the cost model (see the module docstring)."""
+    """The fitted factors of the cost model (see the module docstring).
+
+    Fractions of a datasheet peak: ``mfu`` (GEMM FLOP/s), ``mbu`` (weight
+    reads), ``attention_mfu`` (attention FLOP/s), ``kv_mbu`` (KV-cache reads),
+    ``interconnect_efficiency`` (link bandwidth). Times: the fixed costs per
+    step, per sequence, per prefill sequence (on top of the per-sequence cost),
+    per layer, and the latency of one all-reduce hop.
+    """
 
     mfu: float = 0.55
     mbu: float = 0.80
@@ -104,16 +115,51 @@ class Efficiency:
     per_seq_overhead_s: float = 0.000002
     interconnect_efficiency: float = 0.7
     allreduce_latency_s: float = 0.00001
+    attention_mfu: float = 0.4
+    kv_mbu: float = 0.7
+    layer_overhead_s: float = 0.00001
+    eager_layer_overhead_s: float = 0.000001
+    prefill_seq_overhead_s: float = 0.0001
 
     def __post_init__(self) -> None:
-        for key in ("mfu", "mbu", "interconnect_efficiency"):
+        for key in FRACTIONS:
             value = getattr(self, key)
             if not 0 < value <= 1:
                 raise ValueError(f"efficiency {key} must be in (0, 1], got {value!r}")
-        for key in ("step_overhead_s", "per_seq_overhead_s", "allreduce_latency_s"):
+        for key in DURATIONS:
             value = getattr(self, key)
             if value < 0:
                 raise ValueError(f"efficiency {key} must be >= 0, got {value!r}")
+
+
+FRACTIONS = ("mfu", "mbu", "attention_mfu", "kv_mbu", "interconnect_efficiency")
+DURATIONS = (
+    "step_overhead_s",
+    "per_seq_overhead_s",
+    "layer_overhead_s",
+    "eager_layer_overhead_s",
+    "allreduce_latency_s",
+    "prefill_seq_overhead_s",
+)
+
+# vLLM's default CUDA-graph capture sizes for decode: 1, 2, 4, then every 8 up to 512.
+MAX_GRAPH_BATCH = 512
+
+
+def graph_batch(seqs: int) -> int:
+    """The batch a pure-decode step of ``seqs`` sequences runs at (its CUDA graph's size)."""
+    if seqs <= 2:
+        return seqs
+    if seqs <= 4:
+        return 4
+    if seqs <= MAX_GRAPH_BATCH:
+        return (seqs + 7) & ~7
+    return seqs  # larger batches run eagerly, unpadded
+
+
+def allreduce_hops(tp: int) -> int:
+    """Latency-bound hops of one all-reduce over ``tp`` GPUs (a tree: ceil(log2 tp))."""
+    return (tp - 1).bit_length()
 
 
 def _profile_text(name: str) -> str:
@@ -131,9 +177,14 @@ def _model_table() -> dict[str, dict[str, Any]]:
 
 
 @cache
-def default_efficiency() -> Efficiency:
-    """The uncalibrated efficiency factors shipped in profiles/efficiency.yaml."""
-    return Efficiency(**yaml.safe_load(_profile_text("efficiency.yaml"))["default"])
+def default_efficiency(gpu: str | None = None) -> Efficiency:
+    """The shipped efficiency factors of profiles/efficiency.yaml: the GPU's own
+    (fitted on measurements) when it has an entry, else the uncalibrated defaults."""
+    data = yaml.safe_load(_profile_text("efficiency.yaml"))
+    per_gpu = {k.lower(): v for k, v in (data.get("gpus") or {}).items()}
+    if gpu is not None and gpu.lower() in per_gpu:
+        return Efficiency(**{**data["default"], **per_gpu[gpu.lower()]})
+    return Efficiency(**data["default"])
 
 
 def known_gpus() -> list[str]:
@@ -243,14 +294,16 @@ class CostModel:
         "_a_attn",
         "_a_seq",
         "_a_tok",
-        "_comm_fixed",
         "_comm_tok",
+        "_eager",
+        "_fixed",
         "_m_kv",
         "_m_w",
         "efficiency",
         "gpu",
         "model",
         "per_seq_overhead_s",
+        "prefill_seq_overhead_s",
         "step_overhead_s",
         "tp",
     )
@@ -260,28 +313,34 @@ class CostModel:
     ) -> None:
         if tp < 1:
             raise ValueError(f"tp must be >= 1, got {tp}")
-        eff = efficiency if efficiency is not None else default_efficiency()
+        eff = efficiency if efficiency is not None else default_efficiency(gpu.name)
         self.gpu, self.model, self.tp, self.efficiency = gpu, model, tp, eff
-        flops_s = tp * gpu.peak_bf16_tflops * 1e12 * eff.mfu
-        bytes_s = tp * gpu.hbm_bandwidth_gb_s * 1e9 * eff.mbu
+        peak_flops_s = tp * gpu.peak_bf16_tflops * 1e12
+        gemm_flops_s = peak_flops_s * eff.mfu
+        hbm_bytes_s = gpu.hbm_bandwidth_gb_s * 1e9
         q_dim = model.num_attention_heads * model.head_dim
-        self._a_tok = 2.0 * model.body_params / flops_s
-        self._a_seq = 2.0 * model.vocab_size * model.hidden_size / flops_s
-        self._a_attn = 4.0 * model.num_layers * q_dim / flops_s
-        self._m_w = model.weight_bytes / bytes_s
-        self._m_kv = model.kv_bytes_per_token(tp) * tp / bytes_s
+        lm_head = model.vocab_size * model.hidden_size
+        self._a_tok = 2.0 * model.body_params / gemm_flops_s
+        self._a_seq = 2.0 * lm_head / gemm_flops_s
+        self._a_attn = 4.0 * model.num_layers * q_dim / (peak_flops_s * eff.attention_mfu)
+        # Each step reads every weight once (the embedding only row by row).
+        read_bytes = (model.body_params + lm_head) * model.dtype_bytes
+        self._m_w = read_bytes / (tp * hbm_bytes_s * eff.mbu)
+        self._m_kv = model.kv_bytes_per_token(tp) / (hbm_bytes_s * eff.kv_mbu)
+        fixed = eff.step_overhead_s + model.num_layers * eff.layer_overhead_s
         if tp > 1:
             link_s = gpu.interconnect_gb_s * 1e9 * eff.interconnect_efficiency
             ring = 2.0 * (tp - 1) / tp
-            self._comm_tok = (
-                2 * model.num_layers * model.hidden_size * model.dtype_bytes * ring / link_s
-            )
-            self._comm_fixed = 2 * model.num_layers * eff.allreduce_latency_s
+            per_token = model.hidden_size * model.dtype_bytes * ring / link_s
+            self._comm_tok = 2 * model.num_layers * per_token
+            fixed += 2 * model.num_layers * allreduce_hops(tp) * eff.allreduce_latency_s
         else:
             self._comm_tok = 0.0
-            self._comm_fixed = 0.0
+        self._fixed = fixed
+        self._eager = model.num_layers * eff.eager_layer_overhead_s
         self.step_overhead_s = eff.step_overhead_s
         self.per_seq_overhead_s = eff.per_seq_overhead_s
+        self.prefill_seq_overhead_s = eff.prefill_seq_overhead_s
 
     @classmethod
     def from_names(
@@ -294,6 +353,11 @@ class CostModel:
         """The same hardware and model with other efficiency factors."""
         return CostModel(self.gpu, self.model, self.tp, efficiency)
 
+    @property
+    def fixed_step_s(self) -> float:
+        """The part of every step's time that no batch changes (overheads, all-reduce latency)."""
+        return self._fixed
+
     def step_time_s(
         self,
         prefill_tokens: int,
@@ -301,21 +365,33 @@ class CostModel:
         kv_tokens: int,
         attn_pairs: int,
         num_seqs: int,
+        prefill_seqs: int,
     ) -> float:
         """Time of one step of the given composition.
 
         ``kv_tokens``: KV-cache tokens read by the step (each scheduled sequence's
         context). ``attn_pairs``: query-key pairs of attention (a decode
         sequence with context c contributes c; a prefill chunk of n tokens on top
-        of c cached tokens contributes n*c + n*(n+1)/2). ``num_seqs``: sequences
-        in the step.
+        of c cached tokens contributes n*c + n*(n+1)/2, so the sum of squares of
+        the chunks is exact). ``num_seqs``: sequences in the step, ``prefill_seqs``
+        of them prefill chunks (each pays ``prefill_seq_overhead_s``). The time
+        depends on prefill tokens and decode sequences only through their sum.
         """
         tokens = prefill_tokens + decode_seqs
-        compute = self._a_tok * tokens + self._a_seq * num_seqs + self._a_attn * attn_pairs
-        memory = self._m_w + self._m_kv * kv_tokens
-        fixed = self.step_overhead_s + self.per_seq_overhead_s * num_seqs
-        comm = self._comm_fixed + self._comm_tok * tokens if tokens else 0.0
-        return fixed + comm + (compute if compute > memory else memory)
+        rows = num_seqs
+        fixed = (
+            self._fixed
+            + self.per_seq_overhead_s * num_seqs
+            + self.prefill_seq_overhead_s * prefill_seqs
+        )
+        if tokens == num_seqs and num_seqs <= MAX_GRAPH_BATCH:
+            tokens = rows = graph_batch(num_seqs)  # one token per sequence: a CUDA-graph replay
+        else:
+            fixed += self._eager  # launched kernel by kernel
+        compute = self._a_tok * tokens + self._a_seq * rows
+        gemm = compute if compute > self._m_w else self._m_w
+        attention = self._a_attn * attn_pairs + self._m_kv * kv_tokens
+        return fixed + self._comm_tok * tokens + attention + gemm
 
     def step_times_s(
         self,
@@ -324,31 +400,42 @@ class CostModel:
         kv_tokens: np.ndarray,
         attn_pairs: np.ndarray,
         num_seqs: np.ndarray,
+        prefill_seqs: np.ndarray,
     ) -> np.ndarray:
         """``step_time_s`` over arrays of step compositions (calibration)."""
         tokens = prefill_tokens + decode_seqs
-        compute = self._a_tok * tokens + self._a_seq * num_seqs + self._a_attn * attn_pairs
-        memory = self._m_w + self._m_kv * kv_tokens
-        fixed = self.step_overhead_s + self.per_seq_overhead_s * num_seqs
-        comm = np.where(tokens > 0, self._comm_fixed + self._comm_tok * tokens, 0.0)
-        return np.asarray(fixed + comm + np.maximum(compute, memory), dtype=np.float64)
+        pure = (tokens == num_seqs) & (num_seqs <= MAX_GRAPH_BATCH)
+        padded = np.asarray([graph_batch(int(n)) for n in num_seqs], dtype=np.float64)
+        tokens = np.where(pure, padded, tokens)
+        rows = np.where(pure, padded, num_seqs)
+        gemm = np.maximum(self._a_tok * tokens + self._a_seq * rows, self._m_w)
+        attention = self._a_attn * attn_pairs + self._m_kv * kv_tokens
+        fixed = (
+            self._fixed
+            + self.per_seq_overhead_s * num_seqs
+            + self.prefill_seq_overhead_s * prefill_seqs
+            + np.where(pure, 0.0, self._eager)
+        )
+        return np.asarray(fixed + self._comm_tok * tokens + attention + gemm, dtype=np.float64)
 
     def decode_line(self, batch_seqs: int, kv_tokens0: int) -> DecodeLine:
         """Step times of pure-decode steps over ``batch_seqs`` sequences whose
         first step reads ``kv_tokens0`` KV tokens (it grows by ``batch_seqs`` a step)."""
         b = batch_seqs
-        c = (
-            self.step_overhead_s
-            + self.per_seq_overhead_s * b
-            + self._comm_fixed
-            + self._comm_tok * b
-        )
+        g = graph_batch(b)
+        c = self._fixed + self.per_seq_overhead_s * b + self._comm_tok * g
+        if b > MAX_GRAPH_BATCH:
+            c += self._eager
+        # Attention grows with the context under both lines (it is its own kernel).
+        per_kv = self._a_attn + self._m_kv
+        attn0 = per_kv * kv_tokens0
+        attn1 = per_kv * b
         return DecodeLine(
             c=c,
-            u0=(self._a_tok + self._a_seq) * b + self._a_attn * kv_tokens0,
-            u1=self._a_attn * b,
-            v0=self._m_w + self._m_kv * kv_tokens0,
-            v1=self._m_kv * b,
+            u0=(self._a_tok + self._a_seq) * g + attn0,
+            u1=attn1,
+            v0=self._m_w + attn0,
+            v1=attn1,
         )
 
     def kv_cache_blocks(
@@ -438,7 +525,7 @@ def cost_model(gpu: str, model: str, tp: int = 1, profile: Path | None = None) -
 
 
 def write_profile(
-    path: Path, model: CostModel, fit: dict[str, float] | None = None, source: str = ""
+    path: Path, model: CostModel, fit: dict[str, object] | None = None, source: str = ""
 ) -> None:
     """Write a profile file that ``load_profile`` and ``--profile`` read back."""
     data: dict[str, Any] = {

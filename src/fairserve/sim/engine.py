@@ -421,7 +421,7 @@ class Engine:
             pairs += chunk * seq.computed + chunk * (chunk + 1) // 2
         seqs = b + len(self._batch)
         assert seqs, "a planned step with nothing to run"
-        dt = self.cost.step_time_s(prefill, b, kv, pairs, seqs)
+        dt = self.cost.step_time_s(prefill, b, kv, pairs, seqs, len(self._batch))
         self._line = None
         self._step_end = self.now + dt
         self.wake_s = self._step_end

@@ -218,13 +218,14 @@ class StepEngine:
             # empty and over at once (as in vLLM); the next one is planned now.
             self._plan()
             return
-        tokens = kv = pairs = 0
+        tokens = kv = pairs = chunks = 0
         for seq, n in self.scheduled:
             tokens += n
+            chunks += not seq.decoding
             kv += seq.computed + n
             pairs += n * seq.computed + n * (n + 1) // 2
         # The cost model depends on prefill tokens + decode sequences only through their sum.
-        dt = self.cost.step_time_s(tokens, 0, kv, pairs, len(self.scheduled))
+        dt = self.cost.step_time_s(tokens, 0, kv, pairs, len(self.scheduled), chunks)
         self.wake_s = self.now + dt
 
     def _schedule_running(self) -> int | None:
