@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from fairserve.cli import bench, calibrate, cost, demo, gateway, report, simulate, sweep
+from fairserve.cli import bench, calibrate, cost, demo, gateway, profile, report, simulate, sweep
 from fairserve.cli.predictor import predictor_app
 from fairserve.cli.trace import trace_app
 
@@ -20,5 +20,5 @@ app = typer.Typer(
 )
 app.add_typer(trace_app, name="trace", help="Inspect traces and workload specs.")
 app.add_typer(predictor_app, name="predictor", help="Train and evaluate predictors.")
-for group in (simulate, calibrate, cost, demo, report, sweep, gateway, bench):
+for group in (simulate, calibrate, cost, profile, demo, report, sweep, gateway, bench):
     group.register(app)
