@@ -176,6 +176,8 @@ class EngineServer:
             raise not_found_model(parsed.model, [self.settings.model_name])
         if parsed.n != 1:
             raise bad_request("the simulated engine serves n = 1 only", param="n")
+        if parsed.prompts != 1:
+            raise bad_request("the simulated engine serves one prompt per request", param="prompt")
         output_tokens = self._output_tokens(parsed)
         n = next(self._ids)
         prefix = "chatcmpl" if parsed.endpoint is Endpoint.CHAT else "cmpl"

@@ -126,8 +126,8 @@ class HeaderLimit:
     """ASGI middleware: more than ``max_count`` headers, or more than ``max_bytes`` of them, is a 431.
 
     The server refuses headers that arrive in pieces beyond ``max_bytes``
-    (:mod:`.edge`); headers that came in one read are complete events to h11,
-    so their size is checked here, with their count.
+    (:mod:`.edge`) as they are parsed; their size is checked here too,
+    with their count.
     """
 
     def __init__(self, app: Any, max_count: int, max_bytes: int) -> None:

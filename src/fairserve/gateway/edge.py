@@ -1,13 +1,14 @@
 """Limits at the edge: what the HTTP server enforces before the app sees a request.
 
-uvicorn's h11 protocol bounds the request line and headers together
-(``h11_max_incomplete_event_size``) but answers a plain-text 400 when they are
-too long, and it has no timeout for a request that arrives a byte at a time
-(slowloris): its keep-alive timer only runs between requests. The protocol
-here adds both: an OpenAI-shaped 431 for oversized headers, and a deadline
-for the request line and headers from the connection's first moment (or the
-next request's first byte). The body's limits (size, time) and the header
-count are checked by the app (:mod:`.parse`, :class:`.asgi.HeaderLimit`).
+uvicorn's httptools protocol (llhttp, in C: the fastest parser uvicorn has)
+neither bounds the request line and headers (a client may send megabytes of
+them) nor times them out (slowloris: its keep-alive timer only runs between
+requests), and it answers a malformed request with plain text. The protocol
+here adds a bound on the bytes of the request line and headers (an
+OpenAI-shaped 431 as soon as it is passed), a deadline for them from the
+connection's first moment (or the next request's first byte), and JSON 400s.
+The body's limits (size, time) and the header count are checked by the app
+(:mod:`.parse`, :class:`.asgi.HeaderLimit`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ import json
 import math
 from typing import Any
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from fairserve.gateway.config import EdgeLimitsConfig
 from fairserve.gateway.errors import APIError
@@ -30,8 +30,8 @@ def headers_too_large(max_header_bytes: int) -> APIError:
                     code="headers_too_large", headers={"Connection": "close"})  # fmt: skip
 
 
-class EdgeProtocol(H11Protocol):
-    """uvicorn's h11 protocol with a header deadline and a JSON 431.
+class EdgeProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a header bound, a header deadline and JSON errors.
 
     Subclass it with :func:`edge_protocol` to set the limits.
     """
@@ -42,42 +42,64 @@ class EdgeProtocol(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
+        self._head_bytes = 0  # request line and headers of the request being parsed
+        self._too_large = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm()
 
     def data_received(self, data: bytes) -> None:
-        if self._header_timer is None and self.conn.their_state is h11.IDLE:
+        if self._header_timer is None and self.cycle is None:
             self._arm()  # the first byte of the next request on a kept-alive connection
         super().data_received(data)
-        if self.conn.their_state is not h11.IDLE:
-            self._disarm()  # the headers are in (or the request failed)
+        if self._too_large:
+            self.send_400_response("headers too large")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_bytes = 0
+        if self._header_timer is None:
+            self._arm()
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        if not self._too_large:
+            super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)
+        if not self._too_large:  # past the bound nothing more is kept
+            super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        if not self._too_large:  # else no request starts; the 431 follows
+            super().on_headers_complete()
+
+    def _count(self, n: int) -> None:
+        self._head_bytes += n
+        if self._head_bytes > self.max_header_bytes:
+            self._too_large = True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
 
     def send_400_response(self, msg: str) -> None:
-        """uvicorn's answer to a request h11 could not parse, as a JSON 400 or 431."""
-        if len(self.conn.trailing_data[0]) > self.max_header_bytes:
+        """uvicorn's answer to a request it could not parse, as a JSON 400 or 431."""
+        if self.transport.is_closing():
+            return
+        if self._too_large:
             error = headers_too_large(self.max_header_bytes)
         else:
             error = APIError(400, "the HTTP request is malformed", code="bad_http_request",
                              headers={"Connection": "close"})  # fmt: skip
-        self._send_error(error)
-
-    def _send_error(self, error: APIError) -> None:
         body = json.dumps(error.body()).encode()
-        headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
-                   (b"content-length", str(len(body)).encode())]  # fmt: skip
-        for data in (
-            self.conn.send(h11.Response(status_code=error.status, headers=headers)),
-            self.conn.send(h11.Data(data=body)),
-            self.conn.send(h11.EndOfMessage()),
-        ):
-            if data:
-                self.transport.write(data)
+        head = (f"HTTP/1.1 {error.status} {_REASONS.get(error.status, 'Error')}\r\n"
+                "content-type: application/json\r\nconnection: close\r\n"
+                f"content-length: {len(body)}\r\n\r\n").encode()  # fmt: skip
+        self.transport.write(head + body)
         self.transport.close()
 
     def _arm(self) -> None:
@@ -96,6 +118,9 @@ class EdgeProtocol(H11Protocol):
             self.transport.close()
 
 
+_REASONS = {400: "Bad Request", 431: "Request Header Fields Too Large"}
+
+
 def edge_protocol(limits: EdgeLimitsConfig) -> type[EdgeProtocol]:
     """The protocol class for uvicorn's ``http=`` with these limits."""
     return type(
@@ -109,7 +134,6 @@ def uvicorn_limits(limits: EdgeLimitsConfig) -> dict[str, Any]:
     """The ``uvicorn.Config`` arguments that enforce ``limits``."""
     return {
         "http": edge_protocol(limits),
-        "h11_max_incomplete_event_size": limits.max_header_bytes,
         "limit_concurrency": limits.max_connections,
         "timeout_keep_alive": math.ceil(limits.idle_timeout_s),
     }

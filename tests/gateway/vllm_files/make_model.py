@@ -50,13 +50,13 @@ def main(out: Path, vocab_size: int = 2048) -> None:
     (out / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": SPECIALS[1], "eos_token": SPECIALS[2], "pad_token": SPECIALS[0],
-        "model_max_length": 512, "chat_template": CHAT_TEMPLATE,
+        "model_max_length": 8192, "chat_template": CHAT_TEMPLATE,
     }))  # fmt: skip
     (out / "config.json").write_text(json.dumps({
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
-        "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
-        "max_position_embeddings": 512, "vocab_size": size, "rms_norm_eps": 1e-5,
+        "hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 4,
+        "num_attention_heads": 16, "num_key_value_heads": 4, "head_dim": 64,
+        "max_position_embeddings": 8192, "vocab_size": size, "rms_norm_eps": 1e-5,
         "rope_theta": 10000.0, "hidden_act": "silu", "tie_word_embeddings": False,
         "torch_dtype": "bfloat16", "bos_token_id": ids[SPECIALS[1]],
         "eos_token_id": ids[SPECIALS[2]], "pad_token_id": ids[SPECIALS[0]],

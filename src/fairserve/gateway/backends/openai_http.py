@@ -189,23 +189,32 @@ class HttpUpstream:
 
     async def _health_loop(self, backend: BackendState) -> None:
         while True:
-            await self.check_health(backend)
+            try:
+                await self.check_health(backend)
+            except Exception:  # a poller must outlive any one bad answer
+                log.exception("backend %s: health check failed", backend.name)
             await asyncio.sleep(self.config.health_interval_s)
 
     async def _metrics_loop(self, backend: BackendState) -> None:
-        flavour = backend.config.metrics
         while True:
             try:
-                response = await self.client.get(
-                    backend.url + "/metrics", timeout=self.config.health_timeout_s
-                )
-            except httpx.HTTPError:
-                backend.forget_engine()  # gone or restarting: its old queue means nothing now
-            else:
-                figures = None
-                if response.status_code == 200:
-                    figures = parse_engine_metrics(response.text, flavour)
-                if figures is not None:
-                    backend.observe_engine(figures)
-                    self.on_change()
+                await self.poll_metrics(backend)
+            except Exception:  # a poller must outlive any one bad answer
+                log.exception("backend %s: reading its /metrics failed", backend.name)
             await asyncio.sleep(self.config.metrics_interval_s)
+
+    async def poll_metrics(self, backend: BackendState) -> None:
+        """Read the engine's /metrics once; its figures replace the backend's estimate."""
+        try:
+            response = await self.client.get(
+                backend.url + "/metrics", timeout=self.config.health_timeout_s
+            )
+        except httpx.HTTPError:
+            backend.forget_engine()  # gone or restarting: its old queue means nothing now
+            return
+        figures = None
+        if response.status_code == 200:
+            figures = parse_engine_metrics(response.text, backend.config.metrics)
+        if figures is not None:
+            backend.observe_engine(figures)
+            self.on_change()
