@@ -1,24 +1,97 @@
 """The one command-line entry point, ``fairserve``: the command groups assembled.
 
 Each group lives in its own module and adds its commands with ``register``.
+The modules are imported only when one of their commands runs (or prints its
+own help): the simulator pulls in numpy and scipy, which would make
+``fairserve --help`` and ``fairserve --version`` take seconds.
 """
 
 from __future__ import annotations
 
-import typer
+import importlib
+from typing import Annotated
 
-from fairserve.cli import bench, calibrate, cost, demo, gateway, profile, report, simulate, sweep
-from fairserve.cli.predictor import predictor_app
-from fairserve.cli.trace import trace_app
+import click
+import typer
+from typer.core import TyperGroup
+
+from fairserve import __version__
+
+# Command name -> (module whose register() adds it, the one-line help that
+# `fairserve --help` shows without importing the module; a test checks it is
+# the command's own first docstring line).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "simulate": ("fairserve.cli.simulate", "Simulate a trace or a synthetic workload on a modelled cluster."),
+    "compare": ("fairserve.cli.simulate", "Several policies x predictors x routers on the same workload and seed, side by side."),
+    "demo": ("fairserve.cli.demo", "Three tenants on two simulated H100s: every policy side by side, and a report."),
+    "sweep": ("fairserve.cli.sweep", "Run a grid of simulations (resumable); write a tidy table and load plots."),
+    "report": ("fairserve.cli.report", "Write one self-contained HTML report (and PNG plots in RUN_DIR/plots/) for a run."),
+    "serve": ("fairserve.cli.gateway", "Run the OpenAI-compatible gateway in front of the configured backends."),
+    "engine": ("fairserve.cli.gateway", "Run a simulated OpenAI-compatible engine (the simulator's engine model, in real time)."),
+    "bench": ("fairserve.cli.bench", "Replay a workload against an OpenAI-compatible endpoint; report TTFT/TPOT/ITL/E2E per tenant."),
+    "calibrate": ("fairserve.cli.calibrate", "Fit the cost model's efficiency factors to measured step times; write a profile."),
+    "cost": ("fairserve.cli.cost", "Check the cost model against measurements."),
+    "profile": ("fairserve.cli.profile", "Probe an OpenAI-compatible engine and write the step rows calibrate reads."),
+    "trace": ("fairserve.cli.trace", "Inspect traces and workload specs."),
+    "predictor": ("fairserve.cli.predictor", "Train and evaluate predictors."),
+}  # fmt: skip
+
+
+def load_command(name: str) -> click.Command:
+    """The click command ``name``, its module imported and registered."""
+    module = importlib.import_module(COMMANDS[name][0])
+    sub = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    module.register(sub)
+    return typer.main.get_group(sub).commands[name]
+
+
+class LazyGroup(TyperGroup):
+    """A group that imports a command's module only when that command is used."""
+
+    _listing = False
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        if self._listing:  # the group's own --help: names and one line each
+            return click.Command(cmd_name, help=COMMANDS[cmd_name][1])
+        return load_command(cmd_name)
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"fairserve {__version__}")
+        raise typer.Exit()
+
 
 app = typer.Typer(
     name="fairserve",
+    cls=LazyGroup,
     help="Fair, SLO-aware scheduling for shared LLM inference.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.add_typer(trace_app, name="trace", help="Inspect traces and workload specs.")
-app.add_typer(predictor_app, name="predictor", help="Train and evaluate predictors.")
-for group in (simulate, calibrate, cost, profile, demo, report, sweep, gateway, bench):
-    group.register(app)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Fair, SLO-aware scheduling for shared LLM inference."""
