@@ -8,9 +8,11 @@ STAMP := $(VENV)/.installed
 
 # Installs go through uv (fast, with progress) when it installs, else through pip.
 # uv reads no pip.conf: the find-links, extra indexes and constraints pip is
-# configured with here (if any) are handed to it, so both resolve alike.
+# configured with here (if any) are handed to it, and it picks the best version
+# across all indexes as pip does (uv's default stops at the first index that
+# has the package at all), so both resolve alike.
 pip_conf = $(shell $(PYTHON) -m pip config list 2>/dev/null | sed -n "s/^global\.$(1)='\(.*\)'$$/\1/p")
-UV_FLAGS := $(addprefix --find-links ,$(call pip_conf,find-links)) \
+UV_FLAGS := --index-strategy unsafe-best-match $(addprefix --find-links ,$(call pip_conf,find-links)) \
 	$(addprefix --extra-index-url ,$(call pip_conf,extra-index-url)) \
 	$(addprefix --constraint ,$(call pip_conf,constraint))
 install_cmd = if [ -x $(BIN)/uv ]; then $(BIN)/uv pip install --python $(BIN)/python $(UV_FLAGS) $(1); \
