@@ -281,8 +281,10 @@ def identify(
     norms = np.linalg.norm(jac, axis=0)
     held = {n: "no row depends on it" for n, v in zip(names, norms, strict=True) if v < 1e-9}
     live = [i for i, n in enumerate(names) if n not in held]
-    for i in live:
-        others = [j for j in live if j != i]
+    # Each term against the terms before it (TERMS order): the one refused is
+    # the later of a collinear group, and its mates are the ones that explain it.
+    for k, i in enumerate(live):
+        others = live[:k]
         if not others:
             continue
         a = jac[:, others] / norms[others]
