@@ -65,3 +65,36 @@ def test_request_level_rows_are_read(tmp_path: Path) -> None:
     result = json.loads(proc.stdout)
     assert result["n"] == 2 and list(result["by_tp"]) == ["4"]
     assert result["by_tp"]["4"]["mape_prefill"] is not None
+
+
+def test_a_model_from_its_config_json(tmp_path: Path) -> None:
+    """--model-config: a Mixtral-style MoE that is in no catalogue, calibrated then checked."""
+    from fairserve.sim.cost import gpu_spec
+    from fairserve.sim.hf_config import model_from_config
+
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps({
+            "_name_or_path": "my-moe", "num_hidden_layers": 16, "hidden_size": 2048,
+            "num_attention_heads": 16, "num_key_value_heads": 4, "intermediate_size": 5632,
+            "vocab_size": 32000, "max_position_embeddings": 8192, "num_local_experts": 8,
+            "num_experts_per_tok": 2,
+        })
+    )  # fmt: skip
+    model = CostModel(gpu_spec("A100-80GB"), model_from_config(config), 2, MEASURED)
+    steps = tmp_path / "steps.csv"
+    rows = ["prefill_tokens,prefill_seqs,decode_seqs,kv_tokens,step_time_s"]
+    for b in (1, 4, 16, 64):
+        t = model.step_time_s(0, b, 700 * b, 700 * b, b, 0)
+        rows.append(f"0,0,{b},{700 * b},{t:.12g}")
+    steps.write_text("\n".join(rows) + "\n")
+    profile = tmp_path / "p.yaml"
+    write_profile(profile, model)
+    common = ("--model-config", str(config), "--gpu", "A100-80GB", "--tp", "2")
+    proc = fairserve("cost", "check", str(steps), *common, "--profile", str(profile), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["mape"] < 1e-6
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    proc = fairserve("cost", "check", str(steps), "--model-config", str(bad))
+    assert proc.returncode == 2 and "bad.json: key 'num_hidden_layers' is missing" in proc.stderr

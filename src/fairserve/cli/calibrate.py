@@ -36,6 +36,12 @@ def calibrate_cmd(
         ),
     ],
     model: Annotated[str, Opt(help="Model the steps were measured on.")] = "Llama-3.1-8B",
+    model_config: Annotated[
+        Path | None,
+        Opt(
+            help="A Hugging Face config.json of a model not in the catalogue (instead of --model)."
+        ),
+    ] = None,
     gpu: Annotated[str, Opt(help="GPU the steps were measured on.")] = "H100-80GB",
     tp: Annotated[int, Opt(help="Tensor-parallel degree of rows without a tp column.")] = 1,
     fix: Annotated[
@@ -49,6 +55,8 @@ def calibrate_cmd(
     from fairserve.sim.cost import cost_model, write_profile
 
     try:
+        if model_config is not None:
+            model = str(model_config)
         base = cost_model(gpu, model, tp)
         table = read_steps(steps, tp)
         result = fit(base, table, _fixed(fix))

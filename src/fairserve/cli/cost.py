@@ -31,6 +31,12 @@ def check_cmd(
         ),
     ],
     model: Annotated[str, Opt(help="Model the steps were measured on.")] = "Llama-3.1-8B",
+    model_config: Annotated[
+        Path | None,
+        Opt(
+            help="A Hugging Face config.json of a model not in the catalogue (instead of --model)."
+        ),
+    ] = None,
     gpu: Annotated[str, Opt(help="GPU the steps were measured on.")] = "H100-80GB",
     tp: Annotated[int, Opt(help="Tensor-parallel degree of rows without a tp column.")] = 1,
     profile: Annotated[
@@ -45,6 +51,8 @@ def check_cmd(
     try:
         table = read_steps(steps, tp)
         tps = sorted({int(t) for t in table.tp})
+        if model_config is not None:
+            model = str(model_config)
         base = cost_model(gpu, model, tp if profile is not None else tps[0], profile)
     except (UnknownProfileError, StepFileError, ValueError) as exc:
         raise fail(str(exc)) from exc

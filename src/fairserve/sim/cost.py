@@ -78,6 +78,12 @@ class ModelSpec:
     tie_word_embeddings: bool
     max_model_len: int
     dtype_bytes: int = 2
+    # MoE: the parameters one token goes through (shared + its experts); None
+    # for a dense model. Compute follows them, weight reads and memory the total.
+    active_params: int | None = None
+    # Multi-head latent attention: KV values cached per token and layer (the
+    # latent and the rotary key, the same on every tp rank); None for MHA/GQA.
+    kv_latent_dim: int | None = None
 
     @property
     def weight_bytes(self) -> int:
@@ -90,8 +96,18 @@ class ModelSpec:
         embed = self.vocab_size * self.hidden_size
         return self.params - embed * (1 if self.tie_word_embeddings else 2)
 
+    @property
+    def active_body_params(self) -> int:
+        """Body parameters one token's GEMMs go through (all of them for a dense model)."""
+        if self.active_params is None:
+            return self.body_params
+        embed = self.vocab_size * self.hidden_size
+        return self.active_params - embed * (1 if self.tie_word_embeddings else 2)
+
     def kv_bytes_per_token(self, tp: int) -> int:
         """KV-cache bytes one token takes on one GPU under tensor parallelism."""
+        if self.kv_latent_dim is not None:
+            return self.num_layers * self.kv_latent_dim * self.dtype_bytes
         # KV heads are split across TP ranks; with fewer heads than ranks each
         # rank keeps a replica of one head (as vLLM does).
         heads_per_rank = max(1, self.num_kv_heads // tp)
@@ -210,7 +226,12 @@ def gpu_spec(name: str) -> GPUSpec:
 
 
 def model_spec(name: str) -> ModelSpec:
-    """The shape of a model by name (case-insensitive); a clear error lists the known ones."""
+    """The shape of a model by name (case-insensitive), or of a Hugging Face
+    ``config.json`` given by its path; a clear error lists the known names."""
+    if name.endswith(".json"):
+        from fairserve.sim.hf_config import model_from_config
+
+        return model_from_config(Path(name))
     return ModelSpec(**_lookup(_model_table(), name, "model"))
 
 
@@ -320,7 +341,7 @@ class CostModel:
         hbm_bytes_s = gpu.hbm_bandwidth_gb_s * 1e9
         q_dim = model.num_attention_heads * model.head_dim
         lm_head = model.vocab_size * model.hidden_size
-        self._a_tok = 2.0 * model.body_params / gemm_flops_s
+        self._a_tok = 2.0 * model.active_body_params / gemm_flops_s
         self._a_seq = 2.0 * lm_head / gemm_flops_s
         self._a_attn = 4.0 * model.num_layers * q_dim / (peak_flops_s * eff.attention_mfu)
         # Each step reads every weight once (the embedding only row by row).
@@ -500,7 +521,12 @@ def load_profile(path: Path) -> tuple[GPUSpec, ModelSpec, int, Efficiency]:
         eff = Efficiency(**data["efficiency"])
     except TypeError as exc:
         raise UnknownProfileError(f"profile {path}: key 'efficiency': {exc}") from exc
-    return gpu_spec(data["gpu"]), model_spec(data["model"]), int(data["tp"]), eff
+    shape = data.get("model_shape")  # a model from a config.json, not in the catalogue
+    try:
+        model = ModelSpec(**shape) if isinstance(shape, dict) else model_spec(data["model"])
+    except TypeError as exc:
+        raise UnknownProfileError(f"profile {path}: key 'model_shape': {exc}") from exc
+    return gpu_spec(data["gpu"]), model, int(data["tp"]), eff
 
 
 def cost_model(gpu: str, model: str, tp: int = 1, profile: Path | None = None) -> CostModel:
@@ -512,7 +538,8 @@ def cost_model(gpu: str, model: str, tp: int = 1, profile: Path | None = None) -
     """
     if profile is not None:
         g, m, p_tp, eff = load_profile(profile)
-        if p_tp != tp or g.name.lower() != gpu.lower() or m.name.lower() != model.lower():
+        wanted = model_spec(model).name if model.endswith(".json") else model
+        if p_tp != tp or g.name.lower() != gpu.lower() or m.name.lower() != wanted.lower():
             raise UnknownProfileError(
                 f"profile {profile} is for {g.name}/{m.name}/tp{p_tp}, not {gpu}/{model}/tp{tp}"
             )
@@ -534,6 +561,8 @@ def write_profile(
         "tp": model.tp,
         "efficiency": asdict(model.efficiency),
     }
+    if model.model.name.lower() not in {k.lower() for k in _model_table()}:
+        data["model_shape"] = asdict(model.model)
     if fit:
         data["fit"] = fit
     if source:
