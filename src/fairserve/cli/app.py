@@ -8,12 +8,15 @@ own help): the simulator pulls in numpy and scipy, which would make
 
 from __future__ import annotations
 
+import functools
 import importlib
-from typing import Annotated
+import sys
+from collections.abc import Sequence
+from typing import Annotated, Any
 
-import click
 import typer
-from typer.core import TyperGroup
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+from typer.core import TyperCommand, TyperGroup
 
 from fairserve import __version__
 
@@ -37,12 +40,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }  # fmt: skip
 
 
-def load_command(name: str) -> click.Command:
-    """The click command ``name``, its module imported and registered."""
-    module = importlib.import_module(COMMANDS[name][0])
-    sub = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    module.register(sub)
-    return typer.main.get_group(sub).commands[name]
+@functools.cache
+def _module_group(module_name: str) -> Any:
+    # Once per module: its register() may decorate its functions (simulate, compare).
+    module = importlib.import_module(module_name)
+    sub = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+    if hasattr(module, "register"):
+        module.register(sub)
+    else:  # a group of its own (trace_app, predictor_app)
+        name = module_name.rsplit(".", 1)[1]
+        sub.add_typer(getattr(module, f"{name}_app"), name=name, help=COMMANDS[name][1])
+    return typer.main.get_group(sub)
+
+
+def load_command(name: str) -> Any:
+    """The command ``name`` (a click command), its module imported and registered."""
+    return _module_group(COMMANDS[name][0]).commands[name]
 
 
 class LazyGroup(TyperGroup):
@@ -50,17 +63,48 @@ class LazyGroup(TyperGroup):
 
     _listing = False
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: Any) -> list[str]:
         return list(COMMANDS)
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
         if cmd_name not in COMMANDS:
             return None
         if self._listing:  # the group's own --help: names and one line each
-            return click.Command(cmd_name, help=COMMANDS[cmd_name][1])
+            return TyperCommand(cmd_name, help=COMMANDS[cmd_name][1])
         return load_command(cmd_name)
 
-    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        """Run the command; a usage error is one line in the style of every other error."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, windows_expand_args, **kwargs)
+        try:
+            code = super().main(args, prog_name, complete_var, False, windows_expand_args, **kwargs)
+        except NoArgsIsHelpError as exc:  # `fairserve` alone: the help, as click prints it
+            typer.echo(exc.format_message())
+            sys.exit(exc.exit_code)
+        except ClickException as exc:
+            from fairserve.cli.options import fail  # only now: it imports the simulator
+
+            where = getattr(exc, "ctx", None)
+            hint = (
+                f" (see '{where.command_path} -h')" if isinstance(exc, UsageError) and where else ""
+            )
+            fail(exc.format_message() + hint, exc.exit_code)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            typer.echo("error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
         self._listing = True
         try:
             super().format_help(ctx, formatter)
@@ -77,6 +121,7 @@ def _version(value: bool) -> None:
 app = typer.Typer(
     name="fairserve",
     cls=LazyGroup,
+    rich_markup_mode=None,
     help="Fair, SLO-aware scheduling for shared LLM inference.",
     no_args_is_help=True,
     add_completion=False,

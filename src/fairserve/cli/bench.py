@@ -58,7 +58,7 @@ def bench_cmd(
     ] = None,
     as_json: Annotated[bool, Opt("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Replay a workload against an OpenAI-compatible endpoint; report TTFT/TPOT/E2E per tenant."""
+    """Replay a workload against an OpenAI-compatible endpoint; report TTFT/TPOT/ITL/E2E per tenant."""
     from fairserve.loadgen.bench import BenchError, check_url, plan, run_bench
     from fairserve.metrics.summary import summarize
     from fairserve.workload import TraceError, load

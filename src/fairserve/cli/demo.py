@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+
+from fairserve.cli.output import FittingConsole, slo_goodput_rows
 
 __all__ = ["demo_cmd", "register"]
 
@@ -37,12 +38,13 @@ def demo_cmd(
     if as_json:
         sys.stdout.write(json.dumps({"report": str(report), "rows": rows}, allow_nan=False) + "\n")
         return
-    console = Console()
+    console = FittingConsole()
     console.rule(
         f"fairserve demo: chat, code and a flooding batch tenant; {len(wl):,} requests "
         f"over {demo.DURATION_S:g} s on 2 x H100-80GB (Llama-3.1-8B)"
     )
-    print_comparison(rows, console)
+    slos = {name: wl.tenant_config(name).slo for name in wl.tenant_names()}
+    print_comparison(slo_goodput_rows(rows, slos), console)
     console.print(f"report: {report}")
     if live:
         from fairserve.experiments import demo_live

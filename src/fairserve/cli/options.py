@@ -69,7 +69,13 @@ _OPTIONS: list[tuple[str, Any, Any, Any]] = [
 def workload_and_deployment_options(func: F) -> F:
     """Add the shared options to ``func``'s signature (it takes them as ``**opts``)."""
     sig = inspect.signature(func, eval_str=True)
-    own = [p for p in sig.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+    shared = {name for name, _, _, _ in _OPTIONS}
+    # Those already added are passed over: registering a command twice is harmless.
+    own = [
+        p
+        for p in sig.parameters.values()
+        if p.kind != inspect.Parameter.VAR_KEYWORD and p.name not in shared
+    ]
     added = [
         inspect.Parameter(
             name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[typ, opt]

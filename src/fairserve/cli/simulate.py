@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fairserve.cli.options import (
@@ -20,7 +19,7 @@ from fairserve.cli.options import (
     fail,
     workload_and_deployment_options,
 )
-from fairserve.cli.output import print_run
+from fairserve.cli.output import FittingConsole, print_run, slo_goodput_rows
 from fairserve.core.model import SLO
 from fairserve.core.policies import POLICIES
 from fairserve.core.predict import PREDICTORS
@@ -92,6 +91,7 @@ def simulate_cmd(
         wall_time_s=result.wall_time_s,
         failures=result.failure_reasons,
         engine_steps=result.steps,
+        slos=_slos(wl),
     )
     if opts["out"] is not None:
         from fairserve.experiments.compare import result_row, write_runs
@@ -144,7 +144,7 @@ def compare_cmd(
     if opts["as_json"]:
         sys.stdout.write(json.dumps(rows, allow_nan=False) + "\n")
     else:
-        print_comparison(rows, Console())
+        print_comparison(slo_goodput_rows(rows, _slos(wl)), FittingConsole())
     if opts["out"] is not None:
         combos = [{"policy": p, "predictor": d, "router": r} for p, d, r, _ in configs]
         config_dict = _json_opts(opts) | {"configurations": combos}
