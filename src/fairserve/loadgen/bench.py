@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
+import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import httpx
+import numpy as np
 
 from fairserve.core.model import Outcome
 from fairserve.metrics.records import NAN, RequestRecords
@@ -58,10 +61,10 @@ def check_url(url: str, allow_remote: bool) -> str:
     """The base URL without a trailing slash; loopback only unless ``allow_remote``."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BenchError(f"--url must be an http(s) URL, got {url!r}")
+        raise BenchError(f"--base-url must be an http(s) URL, got {url!r}")
     if parts.hostname not in LOOPBACK_HOSTS and not allow_remote:
         raise BenchError(
-            f"--url {url!r} is not on this machine; pass --allow-remote to load a remote server"
+            f"--base-url {url!r} is not on this machine; pass --allow-remote to load a remote server"
         )
     return url.rstrip("/")
 
@@ -95,6 +98,28 @@ def plan(
     return out
 
 
+def retime(
+    requests: Sequence[BenchRequest], rate_per_s: float, burstiness: float = 1.0, seed: int = 0
+) -> list[BenchRequest]:
+    """``requests`` sent at ``rate_per_s`` instead of their workload times (``vllm bench serve``'s way).
+
+    Gaps between sends are gamma-distributed with shape ``burstiness`` and mean
+    ``1 / rate_per_s``: 1 is a Poisson process, below 1 burstier, above 1 more
+    regular. An infinite rate sends everything at once.
+    """
+    if not rate_per_s > 0:
+        raise BenchError(f"--request-rate must be > 0 (or inf), got {rate_per_s}")
+    if not burstiness > 0:
+        raise BenchError(f"--burstiness must be > 0, got {burstiness}")
+    if math.isinf(rate_per_s):
+        times = [0.0] * len(requests)
+    else:
+        rng = np.random.default_rng(seed)
+        gaps = rng.gamma(burstiness, 1.0 / (rate_per_s * burstiness), size=len(requests))
+        times = [0.0, *np.cumsum(gaps[1:]).tolist()] if requests else []
+    return [dataclasses.replace(r, arrival_s=t) for r, t in zip(requests, times, strict=True)]
+
+
 @dataclass
 class _Result:
     outcome: Outcome
@@ -102,6 +127,7 @@ class _Result:
     finish_s: float
     output_tokens: int
     reason: str | None
+    itl_s: list[float] = field(default_factory=list)
 
 
 async def _one(
@@ -129,6 +155,8 @@ async def _one(
     path = "/v1/chat/completions" if chat else "/v1/completions"
     headers = {"authorization": "Bearer " + req.api_key}
     first = NAN
+    last = NAN
+    itl: list[float] = []  # gaps between the chunks that carried text
     tokens = 0
     usage_tokens: int | None = None
     done = False
@@ -153,8 +181,12 @@ async def _one(
                     delta = choice.get("delta") or {}
                     if delta.get("content") or choice.get("text"):
                         tokens += 1
+                        now = clock() - t0
                         if first != first:  # NaN: the first token
-                            first = clock() - t0
+                            first = now
+                        else:
+                            itl.append(now - last)
+                        last = now
                 if chunk.get("usage"):
                     usage_tokens = chunk["usage"].get("completion_tokens")
     except httpx.HTTPError as exc:
@@ -162,7 +194,7 @@ async def _one(
     finish = clock() - t0
     if not done:
         return _Result(Outcome.FAILED, first, finish, tokens, "stream ended without [DONE]")
-    return _Result(Outcome.COMPLETED, first, finish, usage_tokens or tokens, None)
+    return _Result(Outcome.COMPLETED, first, finish, usage_tokens or tokens, None, itl)
 
 
 async def run_bench(
@@ -174,8 +206,12 @@ async def run_bench(
     max_concurrency: int = 256,
     max_duration_s: float = 600.0,
     ignore_eos: bool = True,
+    itl_out: list[float] | None = None,
 ) -> tuple[RequestRecords, float]:
     """Send ``requests`` on schedule; their records (times from the start) and the wall time.
+
+    With ``itl_out``, the inter-token latencies (seconds between streamed
+    chunks with text) of the completed requests are appended to it.
 
     At most ``max_concurrency`` requests are open at once (later ones wait, and
     the wait counts in their latency); after ``max_duration_s`` the rest are
@@ -199,6 +235,8 @@ async def run_bench(
                     res = await _one(client, url, model, chat, req, t0, ignore_eos)
             except asyncio.CancelledError:
                 res = _Result(Outcome.CANCELLED, NAN, time.perf_counter() - t0, 0, "bench timeout")
+            if itl_out is not None:
+                itl_out.extend(res.itl_s)
             records.add(req.index, req.tenant, -1, res.outcome, req.arrival_s, NAN,
                         res.first_token_s, res.finish_s, req.prompt_tokens,
                         res.output_tokens, 0, 0, res.reason)  # fmt: skip
