@@ -6,21 +6,27 @@ upstream that answers each with 100 content chunks (one token each, all
 written at once: its own latency is a few hundred microseconds), plus the
 usage chunk and ``[DONE]``. E2E latency = request sent -> last byte of the
 stream, measured by a minimal keep-alive HTTP/1.1 client (so the client's own
-cost is small and the same for every path). Three paths, side by side in one
+cost is small and the same for every path). The paths, side by side in one
 run: direct to the upstream, through ``fairserve serve`` (fifo, one backend,
-no limits in the way), and through LiteLLM's proxy (installed into its own
-venv by this script). Added latency = percentile(path) - percentile(direct).
+no limits in the way), through the Rust ``vllm-router`` (round robin over the
+one upstream; installed into its own venv by this script), and with
+``--litellm`` through LiteLLM's proxy (likewise). Added latency =
+percentile(path) - percentile(direct) of the same repeat.
 
-Max sustained rate: the highest offered rate (from a ladder) at which the
-path completes >= 99% of the requests within the run plus one second, with a
-p99 under 250 ms. Added latency is reported only where the path completed
->= 99% of the requests at that rate (otherwise null: it did not sustain it).
-Paths are measured one at a time, each proxy restarted per measurement.
-The 5 requests/s run (``*_at_5_rps``) shows the added latency without load.
+Before each measurement the path is warmed with 20 requests one after the
+other (closed loop: no backlog is left for the measurement to inherit). Max
+sustained rate: the highest offered rate (from a ladder) at which the path
+completes >= 99% of the requests within the run plus one second, with a p99
+under 250 ms. Added latency is reported only where the path completed >= 99%
+of the requests at that rate (otherwise null: it did not sustain it). Paths
+are measured one at a time, each proxy restarted per measurement; the whole
+set is repeated ``--repeats`` times (path order rotated) and the figures are
+medians over the repeats.
 
 Every process shares the machine's cores (client, upstream, proxy): the
 figures include that contention, as a real deployment on this box would.
-Usage: ``python benchmarks/gateway_overhead.py [--json] [--duration-s 5] [--no-litellm]``.
+Usage: ``python benchmarks/gateway_overhead.py [--json] [--duration-s 5] [--repeats 3]
+[--no-vllm-router] [--litellm]``.
 """
 
 from __future__ import annotations
@@ -180,6 +186,27 @@ def measure(port: int, prefix: str, rate: float, duration_s: float) -> dict[str,
     return asyncio.run(run_rate(port, prefix, rate, duration_s))
 
 
+async def _sequential(port: int, prefix: str, n: int) -> None:
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+                       "max_tokens": TOKENS, "stream": True}).encode()  # fmt: skip
+    request = (
+        f"POST {prefix}/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {KEY}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    conn = Conn(*await asyncio.open_connection("127.0.0.1", port))
+    try:
+        for _ in range(n):
+            await conn.post_stream(request)
+    finally:
+        conn.writer.close()
+
+
+def warm_up(port: int, prefix: str, n: int = 20) -> None:
+    """``n`` requests one after the other: warm caches and pools, leave no backlog."""
+    asyncio.run(_sequential(port, prefix, n))
+
+
 def sustained(port: int, prefix: str, duration_s: float) -> float:
     best = 0.0
     for rate in LADDER_RPS:
@@ -212,6 +239,36 @@ def start_gateway(upstream_port: int, tmp: Path) -> tuple[subprocess.Popen[bytes
     proc = subprocess.Popen([sys.executable, "-m", "fairserve.cli.gateway", "serve", "--config",
                              str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     wait_http(port, "/healthz")
+    return proc, port
+
+
+def install_vllm_router(venv: Path) -> Path | None:
+    """The Rust vllm-router (PyPI) in its own venv (reused if present); None if it cannot install."""
+    exe = venv / "bin" / "vllm-router"
+    if exe.exists():
+        return exe
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "vllm-router"], check=True,
+                       timeout=900)  # fmt: skip
+    except (subprocess.SubprocessError, OSError) as exc:
+        print(f"vllm-router could not be installed: {exc}", file=sys.stderr)
+        return None
+    return exe if exe.exists() else None
+
+
+def start_vllm_router(
+    exe: Path, upstream_port: int, tmp: Path
+) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    proc = subprocess.Popen([str(exe), "--host", "127.0.0.1", "--port", str(port),
+                             "--worker-urls", f"http://127.0.0.1:{upstream_port}",
+                             "--policy", "round_robin", "--log-level", "error",
+                             # its metrics listener on a free port too (default: a fixed one)
+                             "--prometheus-host", "127.0.0.1",
+                             "--prometheus-port", str(free_port())],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    wait_http(port, "/health")
     return proc, port
 
 
@@ -263,76 +320,128 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+RATES_RPS = (5, 100, 400, 500)
+
+
+def _start(name: str, exe: dict[str, Path], up_port: int, tmp: Path) -> tuple[Any, int]:
+    if name == "gateway":
+        return start_gateway(up_port, tmp)
+    if name == "vllm-router":
+        return start_vllm_router(exe[name], up_port, tmp)
+    if name == "litellm":
+        return start_litellm(exe[name], up_port, tmp)
+    return None, up_port
+
+
+def one_repeat(names: list[str], exe: dict[str, Path], up_port: int, tmp: Path,
+               duration_s: float) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Every path at every rate, then its max sustained rate; one proxy process per figure."""
+    runs: dict[str, dict[str, Any]] = {}
+    for name in names:
+        runs[name] = {}
+        for rate in (*RATES_RPS, None):
+            proc = None
+            try:
+                proc, port = _start(name, exe, up_port, tmp)
+                warm_up(port, "/v1")
+                if rate is None:
+                    runs[name]["max_rps"] = sustained(port, "/v1", duration_s)
+                else:
+                    runs[name][f"at_{rate}_rps"] = measure(port, "/v1", rate, duration_s)
+            except RuntimeError as exc:
+                runs[name]["error"] = str(exc)
+            finally:
+                if proc is not None:
+                    stop(proc)
+            time.sleep(1.0)
+    return runs
+
+
+def _added(runs: dict[str, dict[str, Any]], name: str, rate: int, q: str) -> float | None:
+    here, base = runs[name].get(f"at_{rate}_rps"), runs["direct"].get(f"at_{rate}_rps")
+    if here is None or base is None or here["completed"] < 0.99 * here["sent"]:
+        return None  # it did not sustain this rate
+    return float(here[f"{q}_ms"] - base[f"{q}_ms"])
+
+
+def _median(values: list[float | None]) -> float | None:
+    """Median of the repeats; None unless every repeat sustained the rate."""
+    if not values or any(v is None for v in values):
+        return None
+    return round(float(np.median([v for v in values if v is not None])), 3)
+
+
+def summarize(repeats: list[dict[str, dict[str, Any]]], names: list[str]) -> dict[str, Any]:
+    """Medians over repeats: added p50/p99 per path and rate, max sustained rate per path."""
+    out: dict[str, Any] = {}
+    for name in names:
+        out[f"{name}_max_rps"] = _median([r[name].get("max_rps") for r in repeats])
+        if name == "direct":
+            continue
+        for rate in RATES_RPS:
+            for q in ("p50", "p99"):
+                key = f"{name}_{q}_added_ms" + ("" if rate == 500 else f"_at_{rate}_rps")
+                out[key] = _median([_added(r, name, rate, q) for r in repeats])
+    gw, vr = (
+        out.get("gateway_p99_added_ms_at_400_rps"),
+        out.get("vllm-router_p99_added_ms_at_400_rps"),
+    )
+    out["gateway_vs_vllm_router_p99_added_at_400_rps"] = (
+        round(gw / vr, 2) if gw is not None and vr is not None and vr > 0 else None
+    )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--duration-s", type=float, default=5.0, help="seconds per rate")
-    parser.add_argument("--no-litellm", action="store_true", help="skip LiteLLM")
-    parser.add_argument("--litellm-venv", type=Path,
-                        default=Path(tempfile.gettempdir()) / "fairserve-litellm-venv")  # fmt: skip
+    parser.add_argument("--repeats", type=int, default=3, help="runs of the whole set (median)")
+    parser.add_argument("--no-vllm-router", action="store_true", help="skip vllm-router")
+    parser.add_argument("--litellm", action="store_true", help="add LiteLLM's proxy")
+    parser.add_argument("--venvs", type=Path, default=Path(tempfile.gettempdir()),
+                        help="where the other proxies' venvs are made (reused)")  # fmt: skip
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="gw-overhead-"))
     up_port = free_port()
     upstream = subprocess.Popen([sys.executable, "-c", FAKE_SERVER, str(up_port), str(TOKENS)])
-    procs: list[subprocess.Popen[bytes]] = [upstream]
     result: dict[str, Any] = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                    f"Python {platform.python_version()}",
         "date": time.strftime("%Y-%m-%d"),
+        "command": "python " + " ".join(sys.argv),
         "tokens_per_answer": TOKENS,
         "duration_s_per_rate": args.duration_s,
+        "repeats": args.repeats,
     }  # fmt: skip
     try:
         wait_http(up_port, "/health")
-        exe = None if args.no_litellm else install_litellm(args.litellm_venv)
-        names = ["direct", "gateway"] + (["litellm"] if exe is not None else [])
-        if exe is None and not args.no_litellm:
-            result["litellm_error"] = "could not be installed"
-        runs: dict[str, dict[str, Any]] = {}
-        for name in names:
-            # One path at a time, its proxy restarted for each measurement, so that
-            # neither another proxy nor a backlog left by a failed rate takes CPU.
-            runs[name] = {}
-            for rate in (5, 100, 500, None):
-                proc: subprocess.Popen[bytes] | None = None
-                try:
-                    if name == "gateway":
-                        proc, port = start_gateway(up_port, tmp)
-                    elif name == "litellm":
-                        assert exe is not None
-                        proc, port = start_litellm(exe, up_port, tmp)
-                    else:
-                        port = up_port
-                    measure(port, "/v1", 50, 2.0)  # warm-up
-                    if rate is None:
-                        result[f"{name}_max_rps"] = sustained(port, "/v1", args.duration_s)
-                    else:
-                        runs[name][f"at_{rate}_rps"] = measure(port, "/v1", rate, args.duration_s)
-                except RuntimeError as exc:
-                    result[f"{name}_error"] = str(exc)
-                finally:
-                    if proc is not None:
-                        stop(proc)
-                time.sleep(1.0)
-        result["runs"] = runs
-        for name in names[1:]:
-            for rate in (5, 100, 500):
-                here = runs[name].get(f"at_{rate}_rps")
-                base = runs["direct"][f"at_{rate}_rps"]
-                for q in ("p50", "p99"):
-                    key = f"{name}_{q}_added_ms" + ("" if rate == 500 else f"_at_{rate}_rps")
-                    ok = here is not None and here["completed"] >= 0.99 * here["sent"]
-                    result[key] = round(here[f"{q}_ms"] - base[f"{q}_ms"], 3) if ok else None
-        for key in ("litellm_p50_added_ms", "litellm_p99_added_ms", "litellm_max_rps"):
-            result.setdefault(key, None)
+        exe: dict[str, Path] = {}
+        for name, wanted, install in (
+            ("vllm-router", not args.no_vllm_router, install_vllm_router),
+            ("litellm", args.litellm, install_litellm),
+        ):
+            found = install(args.venvs / f"fairserve-{name}-venv") if wanted else None
+            if found is not None:
+                exe[name] = found
+            elif wanted:
+                result[f"{name}_error"] = "could not be installed"
+        names = ["direct", "gateway", *exe]
+        repeats = []
+        for i in range(args.repeats):
+            order = names[i % len(names) :] + names[: i % len(names)]  # drift spread over paths
+            repeats.append(one_repeat(order, exe, up_port, tmp, args.duration_s))
+            print(f"repeat {i + 1}/{args.repeats} done", file=sys.stderr)
+        result["repeat_runs"] = repeats
+        result.update(summarize(repeats, names))
     finally:
-        for proc in procs:
-            stop(proc)
+        stop(upstream)
         shutil.rmtree(tmp, ignore_errors=True)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(json.dumps(result, indent=2))
+    text = json.dumps(result) if args.json else json.dumps(result, indent=2)
+    if args.out is not None:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(text)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import json
 import math
 from collections.abc import Callable
 
+import orjson
+
 from fairserve.gateway.backends.http1 import Response as UpstreamResponse
 from fairserve.gateway.backends.openai_http import HttpUpstream, UpstreamError
 from fairserve.gateway.backends.state import BackendState
@@ -118,7 +120,10 @@ def upstream_body(flight: Flight, backend: BackendState) -> bytes:
     body.pop("priority", None)  # a client must not choose its own priority
     if backend.config.priority:
         body["priority"] = flight.req.priority
-    return json.dumps(body).encode()
+    try:
+        return orjson.dumps(body)  # a few microseconds against the stdlib's tens
+    except TypeError:  # what orjson cannot write (integers past 64 bits) the stdlib can
+        return json.dumps(body).encode()
 
 
 def _queue_timeout(tenant: str, max_wait_s: float) -> APIError:

@@ -19,6 +19,8 @@ time is the wait in the policy's queue, before any engine saw it).
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -43,6 +45,29 @@ _ERROR_BUCKETS_TOKENS = (1, 4, 16, 64, 128, 256, 512, 1024, 2048, 4096)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
+class _Children:
+    """A labelled metric whose children are looked up once per label set.
+
+    prometheus-client's ``labels()`` takes a lock and builds a key on every
+    call (a few microseconds); the request path calls it a dozen times per
+    request, always with the same few label sets (tenants, backends and
+    outcomes are bounded by the config).
+    """
+
+    __slots__ = ("_cache", "metric")
+
+    def __init__(self, metric: Any) -> None:
+        self.metric = metric
+        self._cache: dict[tuple[str, ...], Any] = {}
+
+    def labels(self, *values: str) -> Any:
+        """The child for these label values."""
+        child = self._cache.get(values)
+        if child is None:
+            child = self._cache[values] = self.metric.labels(*values)
+        return child
+
+
 class GatewayMetrics:
     """Counters, gauges and histograms named ``fairserve_*``.
 
@@ -65,6 +90,9 @@ class GatewayMetrics:
             buckets=_ERROR_BUCKETS_TOKENS,
             registry=self.registry,
         )
+        for name, metric in list(vars(self).items()):
+            if getattr(metric, "_labelnames", ()):
+                setattr(self, name, _Children(metric))
 
     def _tenant_metrics(self) -> None:
         r, t = self.registry, ["tenant"]

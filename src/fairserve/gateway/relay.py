@@ -134,38 +134,48 @@ def parse_block(flight: Flight, block: bytes) -> Block:
 
     Records the engine's usage on the flight; drops the usage chunk when the
     client did not ask for it; raises :class:`UpstreamError` on an error event.
+    The loop runs once per streamed token, so its common case (one ``data:``
+    line holding a JSON object that orjson reads) is written out inline.
     """
     chunks: list[dict[str, Any]] = []
     keep: list[bytes] = []
     tokens = 0
     done = dropped = False
+    fast_decode, has_output = _FAST_DECODE, _has_output
     for event in block.split(b"\n\n"):
         if not event:
             continue
-        data = _data(event)
-        if data is None:
+        if event.startswith(b"data: {") and b"\n" not in event:
+            data = event[6:]
+            try:
+                chunk = fast_decode(data)
+            except ValueError:
+                chunk = _json_object(data)
+        else:
+            joined = _data(event)
+            if joined is None or joined == b"[DONE]":
+                done = done or joined is not None
+                keep.append(event)
+                continue
+            data = joined
+            chunk = _json_object(data)
+        if not isinstance(chunk, dict):  # not a JSON object: passed on, counts nothing
             keep.append(event)
             continue
-        if data == b"[DONE]":
-            done = True
-            keep.append(event)
-            continue
-        chunk = _json_object(data)
-        if chunk is None:  # not JSON: passed on, counts nothing
-            keep.append(event)
-            continue
-        if "error" in chunk and not chunk.get("choices"):
+        choices = chunk.get("choices")
+        if choices:
+            for choice in choices:
+                tokens += has_output(choice)
+        elif "error" in chunk:
             raise UpstreamError("upstream error event", retryable=flight.produced == 0,
                                 body=b"data: " + data)  # fmt: skip
         usage = chunk.get("usage")
-        if isinstance(usage, dict):
+        if usage is not None and isinstance(usage, dict):
             flight.usage = usage
-            if not chunk.get("choices") and not flight.parsed.include_usage:
+            if not choices and not flight.parsed.include_usage:
                 dropped = True  # not forwarded; its other fields (system_fingerprint) still
                 chunks.append(chunk)  # go into a non-streaming answer
                 continue
-        for choice in chunk.get("choices") or ():
-            tokens += _has_output(choice)
         chunks.append(chunk)
         keep.append(event)
     out = block if not dropped else b"".join(e + b"\n\n" for e in keep)
@@ -199,11 +209,11 @@ def _has_output(choice: Any) -> bool:
     """Whether one streamed choice carries an output token."""
     if not isinstance(choice, dict):
         return False
+    delta = choice.get("delta")
+    if not isinstance(delta, dict):  # a completion's choice: its text
+        return bool(choice.get("text"))
     if choice.get("text"):
         return True
-    delta = choice.get("delta")
-    if not isinstance(delta, dict):
-        return False
     if delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning"):
         return True  # (_TEXT_KEYS spelt out: a generator here cost a microsecond per event)
     for call in delta.get("tool_calls") or ():
