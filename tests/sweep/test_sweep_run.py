@@ -161,7 +161,17 @@ def test_sweep_command_runs_and_resumes(tmp_path: Path) -> None:
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
     assert "4 cells: 4 run, 0 already done" in first.output
-    assert pl.read_csv(out / "results.csv").height == 4
+    table = pl.read_csv(out / "results.csv")
+    assert table.height == 4
+    # The summary: one row per policy and load, the figures of the results table.
+    text = first.output[first.output.index("Sweep: median over seeds (1 per row)") :]
+    for policy, load in (("fifo", 1), ("fifo", 4), ("vtc", 1), ("vtc", 4)):
+        row = table.filter((pl.col("policy") == policy) & (pl.col("load") == load)).row(
+            0, named=True
+        )
+        ttft_ms = f"{row['ttft_p99_s'] * 1e3:,.0f}"
+        cells = [line.replace("│", " ").split()[:3] for line in text.splitlines()]
+        assert [policy, str(load), ttft_ms] in cells, (policy, load, ttft_ms, text)
     second = CliRunner().invoke(app, args)
     assert "4 cells: 0 run, 4 already done" in second.output
     both = CliRunner().invoke(app, ["sweep", str(spec_file), "--no-ray", "--address", "x:1"])
