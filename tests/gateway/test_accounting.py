@@ -287,3 +287,21 @@ def test_events_the_fast_decoder_refuses_are_still_read() -> None:
     parsed = parse_block(flight, surrogate + huge + b"}\n\n")
     assert parsed.tokens == 2
     assert [c["choices"][0]["delta"]["content"] for c in parsed.chunks] == ["\ud800", "x"]
+
+
+def test_an_over_estimated_prompt_is_taken_back(scripted: tuple[str, Gateway, Any]) -> None:
+    """The estimate of a long message (ceil(chars / 4) + 6) is above the engine's 18 tokens:
+    VTC ends up charged the engine's count, streaming and not."""
+    url, gateway, _upstream = scripted
+    long_chat = {"model": MODEL, "messages": [{"role": "user", "content": "word " * 60}]}
+    policy: Any = gateway.policy
+    for ended, stream in enumerate((False, True), start=1):
+        before = policy.counter("a")
+        reply = httpx.post(url + "/v1/chat/completions", json={**long_chat, "stream": stream},
+                           headers=AUTH, timeout=10)  # fmt: skip
+        assert reply.status_code == 200, reply.text
+        assert wait_until(lambda n=ended: ended_total(gateway) == n)
+        assert policy.counter("a") - before == pytest.approx(
+            SCRIPTED_PROMPT_TOKENS + 2 * CHAT_OUTPUT_TOKENS
+        )
+    assert _tokens(gateway, "prompt") == 2 * SCRIPTED_PROMPT_TOKENS

@@ -72,14 +72,14 @@ class Ledger:
     def _reconcile(self, flight: Flight, now: float) -> None:
         """The engine's usage wins: charge the policy the difference to what was charged.
 
-        A prompt the estimate over-counted is not refunded: the fair policies
-        charge the prompt at dispatch and credit it against prefill, and a
-        negative prefill would grow that credit instead.
+        Either way: a prompt the estimate over-counted is taken back (a
+        negative prefill, :meth:`Policy.on_served`), one it under-counted is
+        charged. ``charged_prompt_tokens`` is 0 when no token was relayed:
+        then the whole prompt is reported now.
         """
         if not flight.usage:
             return
-        # (charged_prompt_tokens is 0 when no token was relayed: the whole prompt is due)
-        prompt_delta = max(0, flight.prompt_tokens - flight.charged_prompt_tokens)
+        prompt_delta = flight.prompt_tokens - flight.charged_prompt_tokens
         completion_delta = flight.completion_tokens - flight.produced
         flight.charged_prompt_tokens += prompt_delta
         flight.produced = flight.completion_tokens

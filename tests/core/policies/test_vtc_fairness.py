@@ -20,6 +20,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -170,3 +171,22 @@ def test_other_fair_policies_isolate_the_light_tenant(name: str) -> None:
     run = serve(POLICIES.create(name), {"A": 1.0, "B": 1.0}, steps=4000, seed=4)
     share_b = run.service["B"] / (run.service["A"] + run.service["B"])
     assert 0.4 < share_b < 0.6
+
+
+def test_a_negative_charge_takes_service_back() -> None:
+    """on_served with negative counts (the gateway's correction of an over-estimated prompt)."""
+    vtc = POLICIES.create("vtc")
+    req = Request(0, 0.0, 100, 10, tenant="a")
+    vtc.push(req, 0.0)
+    assert vtc.pop(0.0) is req  # charges the estimated prompt: 100
+    vtc.on_served("a", 100, 4, 1.0)  # the first tokens: the prompt is covered by that charge
+    assert vtc.counter("a") == pytest.approx(100 + 2 * 4)
+    vtc.on_served("a", -60, -1, 2.0)  # the engine counted 40 prompt tokens and 3 output
+    assert vtc.counter("a") == pytest.approx(40 + 2 * 3)
+    uwfq: Any = POLICIES.create("uwfq")
+    uwfq.push(Request(1, 0.0, 100, 10, tenant="a"), 0.0)
+    uwfq.pop(0.0)
+    clock = uwfq.virtual_time
+    uwfq.on_served("a", -60, 0, 1.0)
+    assert uwfq.virtual_time == clock  # a correction never moves virtual time back
+    assert uwfq._unconsumed["a"] >= 60

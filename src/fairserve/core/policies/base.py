@@ -59,7 +59,12 @@ class Policy(Protocol):
         """Number of waiting requests."""
 
     def on_served(self, tenant: str, prefill_tokens: int, decode_tokens: int, now: float) -> None:
-        """Charge hook: ``tenant`` was served these tokens since the last call."""
+        """Charge hook: ``tenant`` was served these tokens since the last call.
+
+        A negative count is a correction: service charged before (from an
+        estimate) that the engine's own count shows did not happen; the
+        policy takes it back.
+        """
 
     def on_finish(self, req: Request, output_tokens: int, now: float) -> None:
         """``req`` ended (completed, cancelled or failed) after ``output_tokens`` tokens."""

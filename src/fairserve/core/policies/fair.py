@@ -258,6 +258,9 @@ class VtcPolicy(TenantFairPolicy):
         """Served mode: charge output tokens, and prefill beyond the prompts charged."""
         if self.charge != "served":
             return
+        if prefill_tokens < 0:  # a prompt over-estimated: take the excess back
+            self._charge(tenant, self.input_weight * prefill_tokens)
+            prefill_tokens = 0
         credit = self._prefill_credit.get(tenant, 0)
         covered = min(credit, prefill_tokens)
         if covered:

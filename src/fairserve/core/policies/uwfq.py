@@ -179,6 +179,9 @@ class UwfqPolicy:
         cost = self.input_weight * prefill_tokens + self.output_weight * decode_tokens
         if not cost:
             return
+        if cost < 0:  # a correction: service charged that did not happen is the tenant's again
+            self._unconsumed[tenant] = self._unconsumed.get(tenant, 0.0) - cost
+            return
         if self._active_weight > 0:
             self.virtual_time += cost / self._active_weight
         left = self._unconsumed.get(tenant, 0.0) - cost
