@@ -191,7 +191,10 @@ def test_connection_cap(served: Proc) -> None:
     idle = [_connect(served) for _ in range(int(LIMITS["max_connections"]))]
     try:
         time.sleep(0.2)
-        assert httpx.get(served.url + "/healthz").status_code == 503
+        refused = httpx.get(served.url + "/healthz")
+        assert refused.status_code == 503  # in the OpenAI shape, not uvicorn's plain text
+        assert refused.json()["error"]["code"] == "too_many_connections"
+        assert refused.headers["retry-after"] == "1"
     finally:
         for sock in idle:
             sock.close()

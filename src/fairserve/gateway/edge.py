@@ -18,6 +18,7 @@ import json
 import math
 from typing import Any
 
+from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from fairserve.gateway.config import EdgeLimitsConfig
@@ -86,6 +87,10 @@ class EdgeProtocol(HttpToolsProtocol):
         self._disarm()
         super().connection_lost(exc)
 
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        # Past max_connections uvicorn answers with its own plain-text 503.
+        super()._start_asgi_task(cycle, _over_capacity if app is service_unavailable else app)
+
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to a request it could not parse, as a JSON 400 or 431."""
         if self.transport.is_closing():
@@ -119,6 +124,14 @@ class EdgeProtocol(HttpToolsProtocol):
 
 
 _REASONS = {400: "Bad Request", 431: "Request Header Fields Too Large"}
+
+
+async def _over_capacity(scope: Any, receive: Any, send: Any) -> None:
+    """503 in the OpenAI shape when the server holds ``limits.max_connections`` already."""
+    error = APIError(503, "The gateway is at its connection limit; retry shortly.",
+                     type="server_error", code="too_many_connections",
+                     headers={"Retry-After": "1", "Connection": "close"})  # fmt: skip
+    await error.response()(scope, receive, send)
 
 
 def edge_protocol(limits: EdgeLimitsConfig) -> type[EdgeProtocol]:
