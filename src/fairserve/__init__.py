@@ -40,6 +40,25 @@ class _SourceFinder:
         return None  # no source: the usual finders decide
 
 
+def simulator_build() -> str:
+    """How the simulator runs here: "compiled", or "pure Python" and why.
+
+    Installs without a working C compiler fall back to the sources (setup.py);
+    installers hide the build's own output, so ``fairserve --version`` says it.
+    """
+    if pure_python():
+        return "pure Python (FAIRSERVE_PURE_PYTHON is set)"
+    from importlib.machinery import EXTENSION_SUFFIXES
+
+    sim = os.path.join(os.path.dirname(__file__), "sim")
+    if any(os.path.exists(os.path.join(sim, "engine" + suffix)) for suffix in EXTENSION_SUFFIXES):
+        return "compiled"
+    return (
+        "pure Python (not compiled at install: no working C compiler, or "
+        "FAIRSERVE_PURE_PYTHON=1 at install; same results, 2-3x slower)"
+    )
+
+
 def pure_python() -> bool:
     """Whether ``FAIRSERVE_PURE_PYTHON`` asks for the ``.py`` sources."""
     return os.environ.get("FAIRSERVE_PURE_PYTHON", "").lower() in PURE_PYTHON_VALUES

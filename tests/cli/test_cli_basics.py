@@ -21,7 +21,9 @@ def _invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
 
 def test_version_and_short_help() -> None:
     for flag in ("--version", "-V"):
-        assert _invoke(flag) == (0, f"fairserve {fairserve.__version__}\n")
+        code, text = _invoke(flag)
+        assert code == 0 and text.startswith(f"fairserve {fairserve.__version__} (simulator: ")
+        assert fairserve.simulator_build() in text
     code, text = _invoke("-h")
     assert code == 0 and "Commands:" in text
     code, text = _invoke("simulate", "-h")
@@ -94,3 +96,15 @@ def test_goodput_only_where_an_slo_exists() -> None:
     assert "100.0%" not in text
     code, text = _invoke("simulate", "--requests", "100", "--json")
     assert code == 0 and '"fraction": 1.0' in text  # the JSON keeps the figure
+
+
+def test_version_says_how_the_simulator_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAIRSERVE_PURE_PYTHON", "1")
+    assert "FAIRSERVE_PURE_PYTHON is set" in _invoke("--version")[1]
+    monkeypatch.delenv("FAIRSERVE_PURE_PYTHON")
+    if fairserve._SourceFinder in sys.meta_path:  # `make test-pure`: sources whatever was built
+        return
+    build = fairserve.simulator_build()
+    import fairserve.sim.engine as engine  # compiled where a build exists beside it
+
+    assert (build == "compiled") == (not engine.__file__.endswith(".py"))

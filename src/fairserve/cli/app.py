@@ -18,7 +18,7 @@ import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 from typer.core import TyperCommand, TyperGroup
 
-from fairserve import __version__
+from fairserve import __version__, simulator_build
 
 # Command name -> (module whose register() adds it, the one-line help that
 # `fairserve --help` shows without importing the module; a test checks it is
@@ -114,7 +114,7 @@ class LazyGroup(TyperGroup):
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"fairserve {__version__}")
+        typer.echo(f"fairserve {__version__} (simulator: {simulator_build()})")
         raise typer.Exit()
 
 
