@@ -17,7 +17,10 @@ Opt = typer.Option
 
 def report_cmd(
     run_dir: Annotated[
-        Path, typer.Argument(help="A run directory (written by simulate/compare/bench --out).")
+        Path,
+        typer.Argument(
+            help="A run directory (simulate/compare/bench --out) or a sweep folder (sweep --out)."
+        ),
     ],
     out: Annotated[
         Path | None, Opt(help="HTML file to write (default: RUN_DIR/report.html).")
@@ -26,7 +29,11 @@ def report_cmd(
     """Write one self-contained HTML report (and PNG plots in RUN_DIR/plots/) for a run."""
     from fairserve.report.html import write_report
     from fairserve.report.run_dir import RunDirError
+    from fairserve.report.sweep import is_sweep_dir, write_sweep_report
 
+    if is_sweep_dir(run_dir):  # the knee, and the figures against load
+        Console().print(f"report written to {write_sweep_report(run_dir, out)}")
+        return
     try:
         path = write_report(run_dir, out)
     except RunDirError as exc:

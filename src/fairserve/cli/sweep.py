@@ -18,37 +18,21 @@ __all__ = ["register", "sweep_cmd"]
 Opt = typer.Option
 
 
-#: Configuration columns of the results table, in the order the summary sorts by.
-_LABELS = ("workload", "policy", "predictor", "router")
-#: The figures summarised: column, header, scale, decimals.
-_FIGURES = (
-    ("ttft_p99_s", "TTFT p99 ms", 1e3, 0),
-    ("e2e_p99_s", "E2E p99 s", 1.0, 2),
-    ("goodput_fraction", "goodput %", 100.0, 1),
-    ("jain", "Jain", 1.0, 3),
-    ("throughput_tok_s", "out tok/s", 1.0, 0),
-)
-
-
 def _cell(value: float | None, scale: float, digits: int) -> str:
     return "-" if value is None else f"{value * scale:,.{digits}f}"
 
 
 def print_sweep_summary(table: Any, console: Console) -> None:
     """One row per configuration and load: each figure's median over the seeds."""
-    import polars as pl
+    from fairserve.report.sweep import FIGURES, sweep_labels, sweep_summary
 
     if table.height == 0:
         return
-    labels = [c for c in _LABELS if c in table.columns and table[c].n_unique() > 1]
-    labels = labels or ["policy"]
-    figures = [f for f in _FIGURES if f[0] in table.columns]
-    grouped = (
-        table.group_by([*labels, "load"], maintain_order=True)
-        .agg(pl.len().alias("seeds"), *(pl.col(f[0]).median() for f in figures))
-        .sort([*labels, "load"])
-    )
-    out = Table(title=f"Sweep: median over seeds ({grouped['seeds'].max()} per row)")
+    labels = sweep_labels(table)
+    grouped = sweep_summary(table)
+    figures = [f for f in FIGURES if f[0] in grouped.columns]
+    seeds = max(grouped["seeds"].to_list())
+    out = Table(title=f"Sweep: median over seeds ({seeds} per row)")
     for col in [*labels, "load"]:
         out.add_column(col)
     for _, header, _, _ in figures:
