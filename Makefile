@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-pure lint typecheck bench clean install vllm-env
+.PHONY: demo test test-pure test-python check-no-compiler lint typecheck bench clean install vllm-env
 
 # Installs go through uv (fast, with progress) when it installs, else through pip.
 # uv reads no pip.conf: the find-links, extra indexes and constraints pip is
@@ -15,8 +15,10 @@ pip_conf = $(shell $(PYTHON) -m pip config list 2>/dev/null | sed -n "s/^global\
 UV_FLAGS := --index-strategy unsafe-best-match $(addprefix --find-links ,$(call pip_conf,find-links)) \
 	$(addprefix --extra-index-url ,$(call pip_conf,extra-index-url)) \
 	$(addprefix --constraint ,$(call pip_conf,constraint))
-install_cmd = if [ -x $(BIN)/uv ]; then $(BIN)/uv pip install --python $(BIN)/python $(UV_FLAGS) $(1); \
-	else $(BIN)/python -m pip install --progress-bar on $(1); fi
+# $(call install_into,PYTHON,ARGS[,UV-ONLY ARGS]): install into PYTHON's environment.
+install_into = if [ -x $(BIN)/uv ]; then $(BIN)/uv pip install --python $(1) $(UV_FLAGS) $(3) $(2); \
+	else $(1) -m pip install --progress-bar on $(2); fi
+install_cmd = $(call install_into,$(BIN)/python,$(1))
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +64,33 @@ test: lint typecheck
 test-pure: $(STAMP)
 	FAIRSERVE_PURE_PYTHON=1 $(BIN)/python -m pytest -q -m "not vllm"; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "test-pure: no tests collected" >&2; exit 1; fi; exit $$rc
+
+# The fast part of the suite on another CPython (make test-python PY=3.13), in
+# its own venv with a regular install, so the wheel is built (and compiled) for
+# that interpreter. The slow and real-vLLM tests run on the main one only.
+PY ?= 3.12
+PY_BIN ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/$(PY).*/bin/python) $(shell command -v python$(PY)))
+TEST_EXTRAS := .[test,learned]
+FAST_TESTS := tests/test_build.py tests/cli tests/core tests/sim tests/metrics tests/workload
+test-python: $(BIN)/python
+	@test -n "$(PY_BIN)" || { echo "test-python: no python$(PY) found" >&2; exit 1; }
+	rm -rf .venv-$(PY) && $(PY_BIN) -m venv .venv-$(PY)
+	$(call install_into,.venv-$(PY)/bin/python,'$(TEST_EXTRAS)',--refresh-package fairserve)
+	# The installer stamps each file as it unpacks it, some .py a moment after
+	# its .so; the suite's stale-build guard (tests/conftest.py) compares those
+	# times. The wheel was built from these very sources: mark its modules newer.
+	find .venv-$(PY)/lib -path '*/site-packages/fairserve/*' -name '*.so' -exec touch {} +
+	.venv-$(PY)/bin/python -m pytest -q -m "not slow and not vllm" $(FAST_TESTS)
+
+# An install where the C compiler fails (CC=/bin/false): it must fall back to
+# pure Python, say so (`fairserve --version`; installers hide the build's own
+# message), and simulate.
+check-no-compiler: $(BIN)/python
+	rm -rf .venv-nocc && $(PYTHON) -m venv .venv-nocc
+	export CC=/bin/false; $(call install_into,.venv-nocc/bin/python,.,--refresh-package fairserve)
+	! ls .venv-nocc/lib/*/site-packages/fairserve/sim/*.so 2>/dev/null
+	.venv-nocc/bin/fairserve --version | tee /dev/stderr | grep -q "pure Python (not compiled"
+	.venv-nocc/bin/fairserve simulate --requests 300 --rate 20
 
 # vLLM's CPU build in its own venv, for the real-engine test (tests/gateway/
 # test_vllm.py); that test skips, saying why, where this could not install.
