@@ -101,4 +101,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/sim_speed.py
 
 clean:
-	rm -rf $(VENV) .vllm-venv .vllm-venv.skip-reason build dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-* .vllm-venv .vllm-venv.skip-reason build dist .pytest_cache .mypy_cache .ruff_cache
