@@ -79,7 +79,9 @@ def _ray_session(address: str | None, workers: int) -> Iterator[Any]:
         ray.init(
             num_cpus=workers,
             include_dashboard=False,
-            _node_ip_address="127.0.0.1",  # loopback only
+            # The node's address; Ray's servers still listen on all interfaces
+            # (docs/reports.md): --no-ray opens no socket.
+            _node_ip_address="127.0.0.1",
             **quiet,
         )
     else:
