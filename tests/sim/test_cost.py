@@ -193,3 +193,12 @@ def test_a_profile_from_before_the_per_layer_terms_still_loads(tmp_path) -> None
     path.write_text("gpu: L4\nmodel: Qwen2.5-1.5B\ntp: 1\nefficiency:\n  mfu: 0.5\n  mbu: 0.6\n")
     eff = load_profile(path)[3]
     assert (eff.mfu, eff.mbu, eff.kv_mbu) == (0.5, 0.6, Efficiency().kv_mbu)
+
+
+def test_steps_within_holds_for_a_nearly_flat_line() -> None:
+    """A slope many orders below the intercept: the estimate must not cancel to 0 (a
+    step-by-step walk from there would take ~1e10 steps)."""
+    line = DecodeLine(c=0.0, u0=2e-9, u1=1e-200, v0=0.0, v1=0.0)
+    k = line.steps_within(50.0)
+    assert line.total_s(k) <= 50.0 < line.total_s(k + 1)
+    assert k == pytest.approx(50.0 / 2e-9, rel=1e-6)

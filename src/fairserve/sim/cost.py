@@ -282,11 +282,27 @@ class DecodeLine:
         if dt_s <= 0:
             return 0
         k = self._estimate(dt_s)
-        while k > 0 and self.total_s(k) > dt_s:
-            k -= 1
-        while self.total_s(k + 1) <= dt_s:
-            k += 1
-        return k
+        for _ in range(8):  # the estimate is off by a step or two: walk
+            if k > 0 and self.total_s(k) > dt_s:
+                k -= 1
+            elif self.total_s(k + 1) <= dt_s:
+                k += 1
+            else:
+                return k
+        return self._bisect(k, dt_s)  # farther off (extreme step shapes): search
+
+    def _bisect(self, k: int, dt_s: float) -> int:
+        # total_s is increasing in k: find lo with total_s(lo) <= dt_s < total_s(lo + 1).
+        lo, hi = 0, max(k, 1)
+        while self.total_s(hi) <= dt_s:
+            lo, hi = hi, hi * 2
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if self.total_s(mid) <= dt_s:
+                lo = mid
+            else:
+                hi = mid
+        return lo
 
     def steps_to_reach(self, dt_s: float) -> int:
         """Smallest k with ``total_s(k) >= dt_s``: the first step boundary at or after dt_s."""
@@ -302,10 +318,12 @@ class DecodeLine:
         x1 = max(self.u1, self.v1)
         if x1 <= 0.0:
             return int(dt_s / x0)
-        # x1/2 k^2 + (x0 - x1/2) k - dt = 0
+        # x1/2 k^2 + (x0 - x1/2) k - dt = 0, its positive root written without the
+        # cancellation of -b + sqrt(b^2 + ...) when the slope is tiny
         b = x0 - 0.5 * x1
-        disc = b * b + 2.0 * x1 * dt_s
-        return max(0, int((-b + math.sqrt(disc)) / x1))
+        root = math.sqrt(b * b + 2.0 * x1 * dt_s)
+        k = 2.0 * dt_s / (b + root) if b > 0 else (root - b) / x1
+        return max(0, int(min(k, 2.0**62)))
 
 
 class CostModel:
