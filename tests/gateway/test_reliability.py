@@ -65,7 +65,7 @@ def test_engine_killed_mid_run_loses_nothing_counts_nothing_twice() -> None:
                     return await asyncio.gather(*tasks, *more)
 
             results = asyncio.run(run())
-            wait_until(lambda: ended_total(state) >= state.admitted)
+            assert wait_until(lambda: ended_total(state) >= state.admitted, timeout_s=15)
             kinds = [kind for kind, _ in results]
             # every client got an answer: a full one, or an error event if its engine died mid-answer
             assert set(kinds) <= {"completed", "error"}, kinds
