@@ -130,7 +130,7 @@ class DispatchConfig(_Model):
     health_timeout_s: float = Field(default=2.0, gt=0)
     connect_timeout_s: float = Field(default=2.0, gt=0)
     read_timeout_s: float = Field(default=600.0, gt=0)
-    unhealthy_after: int = Field(default=1, ge=1)
+    unhealthy_after: int = Field(default=2, ge=1)
 
 
 class ServerConfig(_Model):

@@ -151,10 +151,13 @@ class HttpUpstream:
 
     async def check_health(self, backend: BackendState) -> bool:
         """One health check; updates the backend's state."""
+        url, timeout_s = backend.url + self.config.health_path, self.config.health_timeout_s
         try:
-            response = await self.client.get(
-                backend.url + self.config.health_path, timeout=self.config.health_timeout_s
-            )
+            try:
+                response = await self.client.get(url, timeout=timeout_s)
+            except (httpx.RemoteProtocolError, httpx.ReadError):
+                # a kept-alive connection the server closed as it was reused: once more
+                response = await self.client.get(url, timeout=timeout_s)
             ok = response.status_code == 200
         except httpx.HTTPError:
             ok = False
