@@ -89,7 +89,9 @@ check-no-compiler: $(BIN)/python
 	rm -rf .venv-nocc && $(PYTHON) -m venv .venv-nocc
 	export CC=/bin/false; $(call install_into,.venv-nocc/bin/python,.,--refresh-package fairserve)
 	! ls .venv-nocc/lib/*/site-packages/fairserve/sim/*.so 2>/dev/null
-	.venv-nocc/bin/fairserve --version | tee /dev/stderr | grep -q "pure Python (not compiled"
+	# (not `tee /dev/stderr`: where stderr is a file, tee would truncate it)
+	v="$$(.venv-nocc/bin/fairserve --version)"; echo "$$v"; \
+	case "$$v" in *"pure Python (not compiled"*) ;; *) exit 1 ;; esac
 	.venv-nocc/bin/fairserve simulate --requests 300 --rate 20
 
 # vLLM's CPU build in its own venv, for the real-engine test (tests/gateway/
