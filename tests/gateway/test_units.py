@@ -198,9 +198,23 @@ def test_capacity_follows_the_engines_counts() -> None:
     assert (backend.running_cap, backend.num_waiting, backend.kv_usage) == (2, 3, 0.98)
     assert not backend.has_room(20)
     # The engine's own queue counts, also requests that are not the gateway's.
+    for load in loads[1:4]:
+        backend.give_back(load)
     backend.observe_engine(EngineFigures(running=2, waiting=0))
     assert backend.num_waiting == 0 and backend.has_room(20)
     backend.observe_engine(EngineFigures(running=6, waiting=0))  # it runs more than before
     assert backend.running_cap == 6
+    # Lagging gauges: an engine that reports fewer requests than the gateway has
+    # there in flight neither teaches the batch limit nor lowers the estimate.
+    for load in loads[6:14]:
+        backend.take(load)  # 10 in flight
+    backend.observe_engine(EngineFigures(running=1, waiting=1))
+    assert backend.engine_stale and backend.running_cap == 6
+    assert (backend.num_running, backend.num_waiting) == (6, 4) and not backend.has_room(20)
+    backend.observe_engine(EngineFigures(running=0, waiting=0))
+    assert backend.num_running + backend.num_waiting == backend.inflight == 10
+    backend.observe_engine(EngineFigures(running=8, waiting=2))  # fresh again
+    assert not backend.engine_stale and backend.running_cap == 8
+    assert (backend.num_running, backend.num_waiting) == (8, 2)
     backend.forget_engine()
     assert backend.running_cap is None and backend.num_running == backend.inflight

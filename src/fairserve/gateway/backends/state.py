@@ -8,12 +8,18 @@ estimates:
 - the engine's queue (``num_waiting``) and batch (``num_running``). When the
   engine exposes its counts they are the truth: the figures of the last poll,
   moved on by the requests sent and ended since (``total = running + waiting
-  + sent - ended``). The batch it can hold (``running_cap``) is its running
+  + sent - ended``), and never fewer than the gateway's own requests in
+  flight there. The batch it can hold (``running_cap``) is its running
   count the last time it also had requests waiting — so it shrinks when the
   KV cache fills and requests are preempted, and grows when the engine runs
   more than before; ``waiting = total - running_cap``. Before the engine was
   ever seen with a queue, requests sent since the poll count as running.
-  Without engine metrics, every request in flight counts as running;
+  An engine's gauges can lag (vLLM's CPU build was seen reporting an empty
+  engine while four of the gateway's streams ran): figures that account for
+  fewer requests than the gateway has in flight there are stale, so they
+  teach nothing about the batch limit and cannot pull the estimate below
+  what the gateway itself sent. Without engine metrics, every request in
+  flight counts as running;
 - the batch composition (``BatchView``, read by the ``slo-aware`` router and
   ``slo`` admission): a request in flight counts as decoding from its first
   streamed token, with a KV context of its prompt plus the tokens streamed so
@@ -64,6 +70,7 @@ class BackendState:
         self.loads: set[Load] = set()  # the requests in flight here
         self.engine: EngineFigures | None = None  # the last figures the engine reported
         self.running_cap: int | None = None
+        self.engine_stale = False  # the last figures counted fewer than the gateway's own
         self.sent_since_poll = 0
         self.ended_since_poll = 0
         self.failures = 0
@@ -101,20 +108,27 @@ class BackendState:
         """Fresh figures from the engine's /metrics: they replace the estimate."""
         self.engine = figures
         self.sent_since_poll = self.ended_since_poll = 0
+        self.engine_stale = figures.running + figures.waiting < self.inflight
+        if self.engine_stale:
+            return  # lagging gauges: they say nothing about the batch limit
         if figures.waiting > 0:
-            self.running_cap = figures.running  # full now: its batch limit, shrunk or not
+            # Full now: its batch limit, shrunk or not (at least one: a queue
+            # with an empty batch is a moment between two steps, not a limit).
+            self.running_cap = max(1, figures.running)
         elif self.running_cap is not None and figures.running > self.running_cap:
             self.running_cap = figures.running
 
     def forget_engine(self) -> None:
         """The engine's figures are gone (it restarted or went away): back to counting."""
         self.engine = None
+        self.engine_stale = False
         self.running_cap = None
 
     def _engine_total(self) -> int:
         assert self.engine is not None
         e = self.engine
-        return max(0, e.running + e.waiting + self.sent_since_poll - self.ended_since_poll)
+        reckoned = e.running + e.waiting + self.sent_since_poll - self.ended_since_poll
+        return max(self.inflight, reckoned)
 
     # ----------------------------------------------------------- InstanceView
     @property
