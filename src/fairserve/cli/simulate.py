@@ -83,6 +83,12 @@ def simulate_cmd(
     wl = build_workload(opts)
     config = build_config(opts, wl, policy=pol, router=rt, predictor=pred)
     result = _run(wl, config, show_progress=not opts["as_json"])
+    error = result.error()
+    if error is not None:
+        if opts["as_json"]:
+            data = {"error": error, **result.summary(slos=_slos(wl)).to_dict()}
+            sys.stdout.write(json.dumps(data, allow_nan=False) + "\n")
+        raise fail(error, code=1)
     title = f"{opts['model']} on {opts['instances']} x {opts['gpu']} (tp={opts['tp']}), {pol}"
     print_run(
         result.summary(slos=_slos(wl)),
@@ -141,6 +147,9 @@ def compare_cmd(
     except ComponentError as exc:
         raise fail(str(exc)) from None
     rows = [row for row, _ in runs]
+    errors = [f"{label_of(row)}: {e}" for row, r in runs if (e := r.error()) is not None]
+    for row, result in runs:
+        row["error"] = result.error()
     if opts["as_json"]:
         sys.stdout.write(json.dumps(rows, allow_nan=False) + "\n")
     else:
@@ -151,6 +160,8 @@ def compare_cmd(
         labels = [label_of(row) for row in rows]
         report = write_runs(opts["out"], "compare", wl, config_dict, runs, labels)
         err.print(f"report: {report}")
+    if errors:
+        raise fail("; ".join(errors), code=1)
 
 
 def register(app: typer.Typer) -> None:

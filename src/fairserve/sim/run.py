@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,15 @@ _KINDS: tuple[tuple[str, Registry[Any]], ...] = (
 )
 
 
+def _needs_predictor(router: ComponentLike) -> bool:
+    """Whether ``router`` reads ``predicted_output_tokens`` (without a predictor they are unset
+    and it would silently rank by prompts alone, i.e. behave as ``least-tokens``)."""
+    spec = ComponentSpec.of(router)
+    return spec.name == "predicted-load" or (
+        spec.name == "p2c" and spec.params.get("predicted") is True
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class SimConfig:
     """A whole simulated deployment: instances, policy and where it runs, router, predictor.
@@ -108,6 +118,11 @@ class SimConfig:
         if self.max_engine_waiting < 1:
             raise ValueError(
                 f"config: max_engine_waiting must be >= 1, got {self.max_engine_waiting}"
+            )
+        if self.predictor is None and _needs_predictor(self.router):
+            raise ValueError(
+                f"config: router {self.router} ranks instances by predicted output tokens; "
+                f"set predictor (one of {', '.join(PREDICTORS.names())}) or use least-tokens"
             )
 
     @classmethod
@@ -192,6 +207,18 @@ class SimResult:
     # Predicted and actual output tokens of completed requests (empty without a predictor).
     predicted_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     actual_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def error(self) -> str | None:
+        """Why the run is an error, or None: every request failed (an engine configuration
+        that can serve none of them, such as a block size that does not divide the trace's
+        hash block, must not pass as a run with empty figures)."""
+        n = len(self.records)
+        if n == 0 or int(self.records.completed.sum()) or len(self.failure_reasons) < n:
+            return None
+        reasons = Counter(self.failure_reasons.values())
+        reason, count = reasons.most_common(1)[0]
+        more = f" ({len(reasons) - 1} other reason(s))" if len(reasons) > 1 else ""
+        return f"every request failed ({n} of {n}); {count} of them: {reason}{more}"
 
     def summary(
         self, slos: Mapping[str, SLO] | None = None, default_slo: SLO | None = None
