@@ -70,6 +70,14 @@ class TenantFairPolicy:
         """The tenant's counter: weighted service divided by the tenant's weight."""
         return self._tenants.score.get(tenant, 0.0)
 
+    def add_to_counter(self, tenant: str, amount: float) -> None:
+        """Move the tenant's counter by ``amount`` (already divided by its weight).
+
+        For a driver that merges service charged elsewhere (another gateway
+        replica's share of the same tenants) into this policy's counters.
+        """
+        self._tenants.set(tenant, self.counter(tenant) + amount)
+
     def _charge(self, tenant: str, amount: float) -> None:
         """Add ``amount`` (weighted service, before dividing by the weight)."""
         self._tenants.set(tenant, self.counter(tenant) + amount / self._weight(tenant))
