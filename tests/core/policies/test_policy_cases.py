@@ -48,6 +48,8 @@ def test_every_policy_builds_with_defaults_and_follows_the_protocol(name: str) -
         ("aging", {"rate_per_s": "fast"}, "rate_per_s"),
         ("sjf", {"default_output_tokens": 0}, "default_output_tokens"),
         ("sjf", {"prompt_weight": float("nan")}, "prompt_weight"),
+        ("sjf", {"max_wait_s": 0}, "max_wait_s"),
+        ("sjf", {"aging_tokens_per_s": -1}, "aging_tokens_per_s"),
         ("edf", {"default_horizon_s": 0.0}, "default_horizon_s"),
         ("vtc", {"charge": "later"}, "charge"),
         ("vtc", {"output_weight": -2}, "output_weight"),
@@ -196,10 +198,12 @@ def test_sjf_prompt_weight_counts_prompts() -> None:
     assert drain(policy) == [2, 1]
 
 
-def test_sjf_victim_is_the_longest_predicted() -> None:
+def test_sjf_victim_is_the_most_recently_admitted() -> None:
+    # Not the longest: preempting it again and again would starve it (tests/core/policies/
+    # test_starvation.py).
     policy = POLICIES.create("sjf")
     running = [req(1, 0.0, predicted=30), req(2, 1.0, predicted=300), req(3, 2.0, predicted=3)]
-    assert policy.pick_victim(running, 5.0).id == 2
+    assert policy.pick_victim(running, 5.0).id == 3
 
 
 def test_oracles_use_true_lengths() -> None:
