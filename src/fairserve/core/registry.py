@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -141,10 +142,24 @@ def _param(text: str, item: str) -> tuple[str, Any]:
     if not sep or not key.isidentifier():
         raise ComponentError(f"{text!r}: expected key=value, got {item.strip()!r}")
     try:
-        return key, yaml.safe_load(value) if value.strip() else ""
+        parsed = yaml.safe_load(value) if value.strip() else ""
+        if _colon_without_space(parsed):
+            # ``{chat:200,code:500}`` is YAML for two keys "chat:200", "code:500"
+            # with no values; on a command line it means ``{chat: 200, code: 500}``.
+            parsed = yaml.safe_load(re.sub(r":(?=\S)", ": ", value))
+        return key, parsed
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or "not a YAML value"
         raise ComponentError(f"{text!r}: {key}: {problem}") from None
+
+
+def _colon_without_space(value: Any) -> bool:
+    """A flow mapping whose keys all read ``name:value`` and have no value."""
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(isinstance(k, str) and ":" in k and v is None for k, v in value.items())
+    )
 
 
 def _name_and_first(item: str) -> tuple[str, str]:

@@ -49,10 +49,18 @@ class DriftSchedPredictor:
             raise ValueError(f"driftsched: default_tokens must be > 0, got {default_tokens!r}")
         if not max_ratio >= 1:
             raise ValueError(f"driftsched: max_ratio must be >= 1, got {max_ratio!r}")
+        if priors_tokens is not None and not isinstance(priors_tokens, Mapping):
+            raise ValueError(
+                "driftsched: priors_tokens must map classes to tokens, such as "
+                f"{{chat: 200, code: 500}}; got {priors_tokens!r}"
+            )
         priors = dict(priors_tokens or {})
         for name, value in priors.items():
-            if not value > 0:
-                raise ValueError(f"driftsched: prior of class {name!r} must be > 0, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ValueError(
+                    f"driftsched: priors_tokens: the prior of class {name!r} must be a number "
+                    f"of tokens > 0, got {value!r}"
+                )
         self.priors_tokens = priors
         self.default_tokens = float(default_tokens)
         self.key = class_key(key)
