@@ -1,12 +1,14 @@
 """Admission: a parsed request becomes a :class:`.Flight`, or an early 429/400.
 
-In order: the tenant's limits (prompt size, queue cap, request and token
-rates: :meth:`.Tenants.check`); the core request, with the predictor's
-output-length estimate when one is configured; the admission component when
-one is configured (``slo``: refuse a request predicted to miss its TTFT
-objective on every healthy backend, counting the prompts queued ahead); only
-then are the tenant's rate buckets charged, so a refused request costs the
-tenant nothing. The flight is opened in the ledger.
+In order: the tenant's limits that do not depend on rates (prompt size,
+request size, queue cap over the fleet: :meth:`.Tenants.check_request`); the
+core request, with the predictor's output-length estimate when one is
+configured; the admission component when one is configured (``slo``: refuse a
+request predicted to miss its TTFT objective on every healthy backend,
+counting the prompts queued ahead); only then are the tenant's request and
+token rates checked and charged, together and atomically (in the shared state:
+:meth:`.SharedState.take_rate`), so a refused request costs the tenant
+nothing. The flight is opened in the ledger.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from fairserve.gateway.errors import APIError
 from fairserve.gateway.flight import Flight
 from fairserve.gateway.ledger import Ledger
 from fairserve.gateway.protocol import ParsedRequest
-from fairserve.gateway.tenants import Tenants, TenantState
+from fairserve.gateway.shared import MemoryState, SharedState, StateUnavailable
+from fairserve.gateway.tenants import Tenants, TenantState, rate_limited
 
 
 class Admitter:
@@ -37,8 +40,10 @@ class Admitter:
         ledger: Ledger,
         default_max_tokens: int,
         clock: Callable[[], float],
+        state: SharedState | None = None,
     ) -> None:
         self.tenants = tenants
+        self.state: SharedState = state if state is not None else MemoryState()
         self.predictor = predictor
         self.admission = admission
         self.scheduler = scheduler
@@ -47,19 +52,26 @@ class Admitter:
         self.clock = clock
         self._ids = itertools.count()
 
-    def admit(self, tenant: TenantState, parsed: ParsedRequest) -> Flight:
+    async def admit(self, tenant: TenantState, parsed: ParsedRequest) -> Flight:
         """The admitted request's flight, or an :class:`APIError` naming the limit."""
         now = self.clock()
         # n choices may each run to max_tokens: the token budget counts them all
         max_tokens = (parsed.max_tokens or self.default_max_tokens) * parsed.sequences
+        state = self.state
         try:
-            self.tenants.check(tenant, parsed.prompt_tokens, max_tokens, now)
+            state.check_available()
+            queued = state.queued(tenant)
+            self.tenants.check_request(tenant, parsed.prompt_tokens, max_tokens, queued)
             req = self._request(tenant, parsed, max_tokens, now)
             self._refuse_if_predicted_late(req)
+            wait_s = await state.take_rate(tenant, parsed.prompt_tokens + max_tokens, now)
+            if wait_s > 0:
+                raise rate_limited(tenant, wait_s)
+        except StateUnavailable:
+            raise state_unavailable_error(tenant.name) from None
         except APIError as exc:
             exc.tenant = tenant.name
             raise
-        self.tenants.charge(tenant, parsed.prompt_tokens, max_tokens, now)
         flight = Flight(req, tenant, parsed)
         self.ledger.open(flight)
         return flight
@@ -85,3 +97,12 @@ class Admitter:
             raise APIError(429, f"{reason[:1].upper()}{reason[1:]}; retry later.",
                            type="rate_limit_error", code="slo_unattainable",
                            headers={"Retry-After": "1"})  # fmt: skip
+
+
+def state_unavailable_error(tenant: str) -> APIError:
+    """503: the shared state is unreachable and ``state.on_unavailable`` is ``closed``."""
+    exc = APIError(503, "The gateway's shared state is unavailable; retry shortly.",
+                   type="server_error", code="shared_state_unavailable",
+                   headers={"Retry-After": "1"})  # fmt: skip
+    exc.tenant = tenant
+    return exc

@@ -49,6 +49,7 @@ from fairserve.gateway.parse import CLOSE, authenticate, parse, read_body
 from fairserve.gateway.protocol import Endpoint, not_found_model
 from fairserve.gateway.relay import DONE, Relay
 from fairserve.gateway.request_id import RequestId, add_headers, request_id
+from fairserve.gateway.shared import build_state
 from fairserve.gateway.tenants import Tenants
 from fairserve.metrics.records import RequestRecords
 
@@ -68,12 +69,15 @@ class Gateway:
         self.scheduler = Scheduler(self.policy, self.router, self.backends, clock)
         self.upstream = HttpUpstream(self.backends, config.dispatch, self.scheduler.dispatch)
         self.metrics = GatewayMetrics()
+        self.state = build_state(config.state)  # what the replicas of a deployment share
+        self.state.bind(self.scheduler, self.policy, self.tenants, self.metrics)
         records = RequestRecords() if config.server.record_requests else None
         self.connector = Connector(self.scheduler, self.upstream, self.metrics, clock)
         self.ledger = Ledger(self.connector, self.policy, self.predictor, self.metrics, records,
                              clock)  # fmt: skip
         self.admitter = Admitter(self.tenants, self.predictor, parts.admission, self.scheduler,
-                                 self.ledger, config.server.default_max_tokens, clock)  # fmt: skip
+                                 self.ledger, config.server.default_max_tokens, clock,
+                                 self.state)  # fmt: skip
         self.relay = Relay(self.connector, self.policy, clock)
         self.ready = True  # /readyz: False from the first SIGTERM on
         self.draining = False  # new requests refused (503), after drain_delay_s
@@ -148,7 +152,7 @@ class Gateway:
             limits = self.config.limits
             raw = await read_body(request, limits)
             parsed = parse(tenant, self.config.models, endpoint, raw, limits.max_json_depth)
-            flight = self.admitter.admit(tenant, parsed)
+            flight = await self.admitter.admit(tenant, parsed)
         except APIError as exc:
             exc.tenant = tenant.name
             raise
@@ -250,9 +254,11 @@ class Gateway:
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         """Start the backend pollers; close the upstream pool at shutdown."""
         self.upstream.start()
+        await self.state.start()
         try:
             yield
         finally:
+            await self.state.close()
             await self.upstream.close()
 
 

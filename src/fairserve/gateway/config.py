@@ -169,6 +169,46 @@ class EdgeLimitsConfig(_Model):
     max_json_depth: int = Field(default=64, ge=2)
 
 
+class StateConfig(_Model):
+    """What the gateway replicas of one deployment share (``state:``; docs/gateway.md).
+
+    ``backend``: ``memory`` (one replica, the default) or ``redis`` (several
+    replicas: rate-limit buckets and per-backend in-flight reservations are
+    shared exactly, fair-queuing counters and queue lengths every
+    ``sync_interval_s``). ``url``: the Redis server (``redis://host:6379/0``,
+    ``rediss://`` or ``unix://``), needed by ``redis``. ``namespace``: prefix
+    of every key, one per deployment. ``on_unavailable``: with Redis
+    unreachable, ``open`` decides on the replica's own state (and counts it in
+    ``fairserve_shared_state_local_decisions_total``), ``closed`` answers 503.
+    ``timeout_s``: one round trip at most. ``lease_ttl_s``: a reservation of a
+    replica that stopped renewing it (it died) expires after this long.
+    ``poll_interval_s``: how often a replica asks again for a slot while the
+    fleet's slots are taken. ``retry_interval_s``: reconnection attempts while
+    Redis is unreachable.
+    """
+
+    backend: Literal["memory", "redis"] = "memory"
+    url: str | None = Field(default=None, pattern=r"^(redis|rediss|unix)://\S+$", repr=False)
+    namespace: str = Field(default="fairserve", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    on_unavailable: Literal["open", "closed"] = "open"
+    timeout_s: float = Field(default=0.25, gt=0)
+    lease_ttl_s: float = Field(default=10.0, gt=0)
+    sync_interval_s: float = Field(default=0.05, gt=0)
+    poll_interval_s: float = Field(default=0.005, gt=0)
+    retry_interval_s: float = Field(default=0.5, gt=0)
+
+    @model_validator(mode="after")
+    def _url_for_redis(self) -> StateConfig:
+        if self.backend == "redis" and self.url is None:
+            raise ValueError("backend redis needs url (redis://host:port/db)")
+        if self.backend == "memory" and self.url is not None:
+            raise ValueError("url is only used with backend: redis")
+        if self.lease_ttl_s < 4 * self.sync_interval_s:
+            raise ValueError("lease_ttl_s must be at least 4 x sync_interval_s (leases are renewed "
+                             "every sync)")  # fmt: skip
+        return self
+
+
 def _component(value: Any) -> ComponentSpec:
     try:
         return ComponentSpec.of(value)
@@ -213,6 +253,7 @@ class GatewayConfig(_Model):
     dispatch: DispatchConfig = DispatchConfig()
     server: ServerConfig = ServerConfig()
     limits: EdgeLimitsConfig = EdgeLimitsConfig()
+    state: StateConfig = StateConfig()
 
     _policy = field_validator("policy")(_checked(POLICIES))
     _router = field_validator("router")(_checked(ROUTERS))

@@ -96,6 +96,17 @@ def _retry_after(seconds: float) -> dict[str, str]:
     return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
+def rate_limited(tenant: TenantState, wait_s: float) -> APIError:
+    """The 429 of a tenant over its request or token rate, retry in ``wait_s``."""
+    return APIError(
+        429,
+        f"Rate limit reached for tenant {tenant.name!r}; retry in {math.ceil(wait_s)} s.",
+        type="rate_limit_error",
+        code="rate_limit_exceeded",
+        headers=_retry_after(wait_s),
+    )
+
+
 class Tenants:
     """All tenants: authentication and admission limits."""
 
@@ -135,6 +146,23 @@ class Tenants:
     @staticmethod
     def check(tenant: TenantState, prompt_tokens: int, max_tokens: int, now_s: float) -> None:
         """Raise the 400/429 the tenant's limits give one request; charge nothing."""
+        Tenants.check_request(tenant, prompt_tokens, max_tokens, tenant.queued)
+        wait = 0.0
+        if tenant.requests is not None:
+            wait = tenant.requests.wait_s(1, now_s)
+        if tenant.tokens is not None:
+            wait = max(wait, tenant.tokens.wait_s(prompt_tokens + max_tokens, now_s))
+        if wait > 0:
+            raise rate_limited(tenant, wait)
+
+    @staticmethod
+    def check_request(
+        tenant: TenantState, prompt_tokens: int, max_tokens: int, queued: int
+    ) -> None:
+        """The limits that do not depend on rates: prompt size, request size, queue cap.
+
+        ``queued``: the tenant's requests queued (over the fleet, with shared state).
+        """
         limits = tenant.limits
         if limits.max_prompt_tokens is not None and prompt_tokens > limits.max_prompt_tokens:
             raise APIError(
@@ -144,7 +172,7 @@ class Tenants:
                 param="messages",
                 code="prompt_too_long",
             )
-        if limits.max_queued is not None and tenant.queued >= limits.max_queued:
+        if limits.max_queued is not None and queued >= limits.max_queued:
             raise APIError(
                 429,
                 f"Too many queued requests for tenant {tenant.name!r} "
@@ -162,19 +190,6 @@ class Tenants:
                 "max_tokens.",
                 param="max_tokens",
                 code="request_too_large",
-            )
-        wait = 0.0
-        if tenant.requests is not None:
-            wait = tenant.requests.wait_s(1, now_s)
-        if tenant.tokens is not None:
-            wait = max(wait, tenant.tokens.wait_s(cost_tokens, now_s))
-        if wait > 0:
-            raise APIError(
-                429,
-                f"Rate limit reached for tenant {tenant.name!r}; retry in {math.ceil(wait)} s.",
-                type="rate_limit_error",
-                code="rate_limit_exceeded",
-                headers=_retry_after(wait),
             )
 
     @staticmethod

@@ -1,0 +1,197 @@
+"""The Lua scripts of the Redis state: each decision is one atomic script, one round trip.
+
+Times inside the scripts are Redis's own clock (``TIME``), so replicas whose
+clocks disagree still agree on bucket refills and lease expiry. Numbers that
+are not whole go back as strings (Redis truncates Lua numbers to integers).
+
+The epoch (``KEYS[1]``) tells a restarted (empty) Redis from the one a
+replica knew: a replica passes the epoch it last saw; when the key is gone or
+different, the scripts that grant leases refuse for a settle window
+(``KEYS[2]``, ``settle_ms``) in which every live replica re-asserts the
+leases it holds, so a restart does not hand the same engine slots out twice.
+A replica that never saw an epoch (a fresh start) creates it without one.
+"""
+
+from __future__ import annotations
+
+_TIME = """
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+_EPOCH = """
+local function check_epoch(me, known, settle_ms)
+  local epoch = redis.call('GET', KEYS[1])
+  if not epoch then
+    epoch = me .. '@' .. now_ms
+    redis.call('SET', KEYS[1], epoch)
+    if known ~= '' then redis.call('SET', KEYS[2], '1', 'PX', settle_ms) end
+  elseif known ~= '' and epoch ~= known then
+    redis.call('SET', KEYS[2], '1', 'PX', settle_ms)
+  end
+  return epoch
+end
+"""
+
+#: Check and charge a tenant's request and token buckets, both or neither.
+#: KEYS[1] the tenant's bucket hash. ARGV: requests_per_min (0: none),
+#: tokens_per_min (0: none), cost_tokens, seed levels (requests, tokens: the
+#: replica's last view, used when the hash is gone), ttl_s.
+#: Returns {taken 0/1, wait_s, requests level, tokens level}.
+RATE = (
+    _TIME
+    + """
+local now = now_ms / 1000
+local function level(field, cap, seed)
+  local v = redis.call('HMGET', KEYS[1], field, field .. '@')
+  local l, s = tonumber(v[1]), tonumber(v[2])
+  if l == nil or s == nil then return math.min(cap, seed) end
+  if now > s then l = math.min(cap, l + (now - s) * cap / 60) end
+  return l
+end
+local rcap, tcap, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local rl, tl, wait = 0, 0, 0
+if rcap > 0 then
+  rl = level('r', rcap, tonumber(ARGV[4]))
+  if rl < 1 then wait = (1 - rl) * 60 / rcap end
+end
+if tcap > 0 then
+  tl = level('t', tcap, tonumber(ARGV[5]))
+  if tl < cost then wait = math.max(wait, (cost - tl) * 60 / tcap) end
+end
+if wait > 0 then return {0, tostring(wait), tostring(rl), tostring(tl)} end
+if rcap > 0 then rl = rl - 1; redis.call('HSET', KEYS[1], 'r', tostring(rl), 'r@', tostring(now)) end
+if tcap > 0 then tl = tl - cost; redis.call('HSET', KEYS[1], 't', tostring(tl), 't@', tostring(now)) end
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+return {1, '0', tostring(rl), tostring(tl)}
+"""
+)
+
+#: Grant up to ``want`` engine slots on one of the given backends, in turn.
+#: KEYS: epoch, settle, the last-poll hash of the replicas, then per backend
+#: its leases (sorted set, member -> expiry ms) and its waiters (sorted set,
+#: replica -> when it started waiting). ARGV: me, known epoch, ttl_ms,
+#: settle_ms, waiter_ttl_ms (a waiter not heard from in this long has left),
+#: n backends, their caps, then the ``want`` lease names to use.
+#: Expired leases are dropped first. A replica is granted slots only when the
+#: backend's free slots exceed the live replicas waiting ahead of it; else it
+#: joins every backend's waiters (once: it keeps its place), so replicas take
+#: freed slots in turn instead of whoever asks first.
+#: Returns {status (1 granted, 0 wait, -1 epoch changed, -2 settling), epoch,
+#: backend position (1-based), granted}.
+ACQUIRE = (
+    _TIME
+    + _EPOCH
+    + """
+local me, known, ttl_ms = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local epoch = check_epoch(me, known, ARGV[4])
+if known ~= '' and epoch ~= known then return {-1, epoch, 0, 0} end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {-2, epoch, 0, 0} end
+local waiter_ttl_ms = tonumber(ARGV[5])
+local n = tonumber(ARGV[6])
+local want = #ARGV - 6 - n
+local best, best_g = 0, 0
+for i = 1, n do
+  local leases, waiters = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
+  redis.call('ZREMRANGEBYSCORE', leases, '-inf', now_ms)
+  local ahead = 0
+  for _, r in ipairs(redis.call('ZRANGE', waiters, 0, -1)) do
+    if r == me then break end
+    local seen = tonumber(redis.call('HGET', KEYS[3], r))
+    if seen == nil or seen < now_ms - waiter_ttl_ms then
+      redis.call('ZREM', waiters, r)
+    else
+      ahead = ahead + 1
+    end
+  end
+  local g = math.min(want, tonumber(ARGV[6 + i]) - redis.call('ZCARD', leases) - ahead)
+  if g > best_g then best, best_g = i, g end
+end
+redis.call('HSET', KEYS[3], me, now_ms)
+redis.call('PEXPIRE', KEYS[3], ttl_ms * 4)
+if best == 0 then
+  for i = 1, n do
+    redis.call('ZADD', KEYS[3 + 2 * i], 'NX', now_ms, me)
+    redis.call('PEXPIRE', KEYS[3 + 2 * i], ttl_ms * 4)
+  end
+  return {0, epoch, 0, 0}
+end
+local leases = KEYS[2 + 2 * best]
+for k = 1, best_g do redis.call('ZADD', leases, now_ms + ttl_ms, ARGV[6 + n + k]) end
+redis.call('PEXPIRE', leases, ttl_ms * 4)
+for i = 1, n do redis.call('ZREM', KEYS[3 + 2 * i], me) end
+return {1, epoch, best, best_g}
+"""
+)
+
+#: Renew (or, after a restart, re-create) the leases a replica holds.
+#: KEYS: epoch, settle, then one leases key per backend. ARGV: me, known
+#: epoch, ttl_ms, settle_ms, then per backend: a count and that many members.
+#: Returns the epoch.
+RENEW = (
+    _TIME
+    + _EPOCH
+    + """
+local me, known, ttl_ms = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local epoch = check_epoch(me, known, ARGV[4])
+local pos = 5
+for i = 3, #KEYS do
+  local count = tonumber(ARGV[pos])
+  for k = 1, count do redis.call('ZADD', KEYS[i], now_ms + ttl_ms, ARGV[pos + k]) end
+  if count > 0 then redis.call('PEXPIRE', KEYS[i], ttl_ms * 4) end
+  pos = pos + count + 1
+end
+return epoch
+"""
+)
+
+#: Merge this replica's fair-queuing counter changes and queue lengths into
+#: the fleet's. KEYS: epoch, settle, counters hash, replicas sorted set
+#: (replica -> expiry ms), queued hash (``tenant|replica`` -> requests).
+#: ARGV: me, known epoch, ttl_ms, settle_ms, then per tenant: name, counter
+#: delta since the last sync, the replica's full counter (seeds a counter the
+#: hash lacks: a fresh or restarted Redis), requests queued here. A dead
+#: replica's queue lengths are dropped once its entry expires.
+#: Returns {epoch, then per tenant: fleet counter, fleet queued}.
+SYNC = (
+    _TIME
+    + _EPOCH
+    + """
+local me, known, ttl_ms = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local epoch = check_epoch(me, known, ARGV[4])
+redis.call('ZADD', KEYS[4], now_ms + ttl_ms, me)
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now_ms)
+redis.call('PEXPIRE', KEYS[4], ttl_ms * 4)
+local live = {}
+for _, r in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do live[r] = true end
+local out = {epoch}
+local names = {}
+for pos = 5, #ARGV, 4 do
+  local tenant, delta, full, queued = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2], ARGV[pos + 3]
+  local value
+  if redis.call('HEXISTS', KEYS[3], tenant) == 1 then
+    value = redis.call('HINCRBYFLOAT', KEYS[3], tenant, delta)
+  else
+    redis.call('HSET', KEYS[3], tenant, full)
+    value = full
+  end
+  redis.call('HSET', KEYS[5], tenant .. '|' .. me, queued)
+  names[tenant] = #out + 1
+  out[#out + 1] = tostring(value)
+  out[#out + 1] = 0
+end
+redis.call('PEXPIRE', KEYS[3], 86400000)
+redis.call('PEXPIRE', KEYS[5], ttl_ms * 4)
+local flat = redis.call('HGETALL', KEYS[5])
+for k = 1, #flat, 2 do
+  local tenant, replica = string.match(flat[k], '^(.*)|([^|]*)$')
+  if not live[replica] then
+    redis.call('HDEL', KEYS[5], flat[k])
+  elseif names[tenant] then
+    local at = names[tenant] + 1
+    out[at] = out[at] + tonumber(flat[k + 1])
+  end
+end
+return out
+"""
+)

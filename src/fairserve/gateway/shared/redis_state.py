@@ -1,0 +1,472 @@
+"""The gateway's shared state on Redis (``state: {backend: redis, url: ...}``).
+
+Keys, all under ``<namespace>:`` (one namespace per deployment):
+``rate:<tenant>`` (a tenant's buckets), ``leases:<backend>`` and
+``waiters:<backend>`` (engine slots), ``counters``, ``queued``, ``replicas``,
+``seen``, ``epoch``, ``settle``. Backends are keyed by their URL, so replicas
+with the same backends list share the same slots.
+
+Per request, on the request path: one round trip for the rate limit (only for
+a tenant with ``requests_per_min`` or ``tokens_per_min``) and one for the
+engine slot; the slot's return is sent in the background. Every
+``sync_interval_s``, one round trip merges the fair-queuing counters and
+queue lengths (:mod:`.lua` has the scripts, their keys and their answers).
+
+When Redis cannot be reached (a timeout or a connection error, one
+``timeout_s`` at most), the replica marks it down and tries again every
+``retry_interval_s`` without stalling requests meanwhile: with
+``on_unavailable: open`` it decides alone (its own buckets, its own
+``max_concurrency``), counting each such decision in
+``fairserve_shared_state_local_decisions_total``; with ``closed`` it answers
+503 to new requests, and queued ones wait for Redis (or their deadline). A
+charge is never retried (a lost answer may mean it was applied: the request
+is then decided as if Redis were down, never charged twice). Leases taken
+while Redis was down, and those a restarted Redis lost, are asserted again
+when it answers (:data:`.lua.RENEW`); grants wait out the settle window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import redis.asyncio as aioredis
+from prometheus_client import Counter, Gauge, Histogram
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from fairserve.gateway.config import StateConfig
+from fairserve.gateway.shared import lua
+from fairserve.gateway.shared.base import StateUnavailable
+from fairserve.gateway.shared.memory import take_local
+
+if TYPE_CHECKING:
+    from fairserve.core.policies.base import Policy
+    from fairserve.gateway.backends.state import BackendState
+    from fairserve.gateway.dispatch import Scheduler
+    from fairserve.gateway.metrics import GatewayMetrics
+    from fairserve.gateway.tenants import Tenants, TenantState
+
+log = logging.getLogger("fairserve.gateway.shared")
+T = TypeVar("T")
+
+#: Seconds a round trip is expected to take at most (histogram buckets).
+_RTT_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+#: Slots asked for in one round trip at most (a deep local queue fills faster).
+_MAX_GRANT = 8
+
+
+class _StateMetrics:
+    """``fairserve_shared_state_*`` on the gateway's registry."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        r = metrics.registry
+        self.up = Gauge("fairserve_shared_state_up", "1 while the shared state (Redis) answers.",
+                        registry=r)  # fmt: skip
+        self.errors = Counter("fairserve_shared_state_errors",
+                              "Shared-state round trips that failed, by operation.", ["op"],
+                              registry=r)  # fmt: skip
+        self.local = Counter("fairserve_shared_state_local_decisions",
+                             "Decisions taken on this replica's own state because the shared "
+                             "state was unavailable (on_unavailable: open), by kind.", ["kind"],
+                             registry=r)  # fmt: skip
+        self.rtt = Histogram("fairserve_shared_state_round_trip_seconds",
+                             "Shared-state round trips, by operation.", ["op"],
+                             buckets=_RTT_BUCKETS_S, registry=r)  # fmt: skip
+
+
+class _Leases:
+    """The engine slots this replica holds on one backend: idle (granted) and busy."""
+
+    __slots__ = ("busy", "idle", "key", "waiters")
+
+    def __init__(self, key: str, waiters: str) -> None:
+        self.key = key
+        self.waiters = waiters
+        self.idle: list[str] = []
+        self.busy: list[str] = []
+
+    def held(self) -> list[str]:
+        """Every lease this replica holds here."""
+        return self.idle + self.busy
+
+
+class RedisState:
+    """Rate limits and engine slots shared exactly, counters every ``sync_interval_s``."""
+
+    shared = True
+
+    def __init__(self, config: StateConfig, replica: str | None = None) -> None:
+        self.config = config
+        self.replica = replica or uuid.uuid4().hex[:12]
+        self.up = False
+        self.epoch = ""  # the epoch last seen ("" before the first answer)
+        self._ns = config.namespace
+        self._names = (f"{self.replica}:{i}" for i in itertools.count())
+        self._client: aioredis.Redis | None = None
+        self._scripts: dict[str, Any] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake = asyncio.Event()
+        self._leases: dict[int, _Leases] = {}
+        self._wanted: set[int] = set()  # backends the dispatcher waits for a slot of
+        self._waiting: set[int] = set()  # backends whose waiters this replica is among
+        self._releases: dict[int, list[str]] = {}
+        self._synced: dict[str, float] = {}  # tenant -> fleet counter at the last merge
+        self._fleet_queued: dict[str, tuple[int, int]] = {}  # tenant -> (fleet, ours) then
+        self._renewed_s = -1.0
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._scheduler: Scheduler | None = None
+        self._policy: Policy | None = None
+        self._tenants: Tenants | None = None
+        self._metrics: _StateMetrics | None = None
+
+    # ------------------------------------------------------------ wiring
+    def bind(
+        self, scheduler: Scheduler, policy: Policy, tenants: Tenants, metrics: GatewayMetrics
+    ) -> None:
+        """Attach to the gateway's dispatcher, policy, tenants and metrics registry."""
+        self._scheduler, self._policy, self._tenants = scheduler, policy, tenants
+        self._metrics = _StateMetrics(metrics)
+        for b in scheduler.backends:
+            key = f"{self._ns}:leases:{b.url}"
+            self._leases[b.index] = _Leases(key, f"{self._ns}:waiters:{b.url}")
+            self._releases[b.index] = []
+
+    async def start(self) -> None:
+        """Connect (a failure here is an outage like any other) and start the workers."""
+        cfg = self.config
+        assert cfg.url is not None and self._scheduler is not None
+        self._wake = asyncio.Event()
+        self._client = aioredis.Redis.from_url(
+            cfg.url, decode_responses=True, socket_timeout=cfg.timeout_s,
+            socket_connect_timeout=cfg.timeout_s, retry=Retry(NoBackoff(), 0),
+        )  # fmt: skip
+        for name in ("RATE", "ACQUIRE", "RENEW", "SYNC"):
+            self._scripts[name] = self._client.register_script(getattr(lua, name))
+        if not await self._connect():
+            self._down("connect", None)
+        self._tasks = [asyncio.create_task(self._slot_worker()),
+                       asyncio.create_task(self._sync_worker())]  # fmt: skip
+
+    async def close(self) -> None:
+        """Stop the workers, give back every lease held, close the connections."""
+        for task in [*self._tasks, self._reconnecting]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self.up:
+            for index, leases in self._leases.items():
+                self._releases[index] += leases.held()
+                leases.idle.clear()
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                await self._flush_releases()
+        if self._client is not None:
+            await self._client.aclose()
+
+    # ------------------------------------------------------------ round trips
+    async def _call(self, op: str, call: Callable[[], Awaitable[T]]) -> T:
+        """One round trip, timed; raises on failure (the caller decides)."""
+        assert self._metrics is not None
+        start = time.perf_counter()
+        try:
+            result = await call()
+        except (RedisError, OSError, TimeoutError):
+            self._metrics.errors.labels(op).inc()
+            raise
+        self._metrics.rtt.labels(op).observe(time.perf_counter() - start)
+        return result
+
+    def _script(self, name: str, keys: list[str], args: list[Any]) -> Awaitable[Any]:
+        return self._scripts[name](keys=keys, args=args)
+
+    def _key(self, name: str) -> str:
+        return f"{self._ns}:{name}"
+
+    def _settle_ms(self) -> int:
+        cfg = self.config
+        return round(1000 * (cfg.retry_interval_s + 2 * cfg.sync_interval_s + 2 * cfg.timeout_s))
+
+    def _waiter_ttl_ms(self) -> int:
+        # A waiter not heard from in this long gave up (or died): its turn passes on.
+        cfg = self.config
+        return round(1000 * (max(0.05, 10 * cfg.poll_interval_s) + cfg.timeout_s))
+
+    def _common(self) -> tuple[list[str], list[Any]]:
+        ttl_ms = round(self.config.lease_ttl_s * 1000)
+        keys = [self._key("epoch"), self._key("settle")]
+        return keys, [self.replica, self.epoch, ttl_ms, self._settle_ms()]
+
+    # ------------------------------------------------------------ availability
+    def _down(self, op: str, exc: BaseException | None) -> None:
+        if self.up or self._reconnecting is None:
+            log.warning("shared state unavailable (%s): %s; on_unavailable=%s", op, exc,
+                        self.config.on_unavailable)  # fmt: skip
+        self.up = False
+        if self._metrics is not None:
+            self._metrics.up.set(0)
+        if self._reconnecting is None or self._reconnecting.done():
+            self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
+        self._dispatch_soon()
+
+    async def _connect(self) -> bool:
+        """Renew (re-assert) every lease held; True once Redis answered."""
+        try:
+            await self._renew()
+            await self._flush_releases()
+        except (RedisError, OSError, TimeoutError):
+            return False
+        self.up = True
+        assert self._metrics is not None
+        self._metrics.up.set(1)
+        return True
+
+    async def _reconnect(self) -> None:
+        # Pooled connections to a Redis that went away are dead even once it is back:
+        # drop them all, so no request meets one later.
+        assert self._client is not None
+        with contextlib.suppress(RedisError, OSError):
+            await self._client.connection_pool.disconnect()
+        while not await self._connect():
+            await asyncio.sleep(self.config.retry_interval_s)
+        log.warning("shared state reachable again")
+        self._wake.set()
+        self._dispatch_soon()
+
+    def _dispatch_soon(self) -> None:
+        if self._scheduler is not None:
+            asyncio.get_running_loop().call_soon(self._scheduler.dispatch)
+
+    def check_available(self) -> None:
+        """Closed mode: refuse while Redis is down."""
+        if not self.up and self.config.on_unavailable == "closed":
+            raise StateUnavailable()
+
+    # ------------------------------------------------------------ rate limits
+    async def take_rate(self, tenant: TenantState, cost_tokens: int, now_s: float) -> float:
+        """Both buckets checked and charged in one script; the tenant's local buckets mirror it."""
+        rq, tk = tenant.requests, tenant.tokens
+        if rq is None and tk is None:
+            return 0.0
+        if not self.up:
+            return self._rate_locally(tenant, cost_tokens, now_s)
+        # Seeds: this replica's last view, for buckets a restarted Redis lost (not full ones).
+        args = [rq.capacity if rq else 0, tk.capacity if tk else 0, cost_tokens,
+                _seed(rq, now_s), _seed(tk, now_s), 180]  # fmt: skip
+        try:
+            taken, wait, rl, tl = await self._call(
+                "rate", lambda: self._script("RATE", [self._key(f"rate:{tenant.name}")], args)
+            )
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._down("rate", exc)
+            return self._rate_locally(tenant, cost_tokens, now_s)
+        if rq is not None:
+            rq.level, rq.stamp_s = float(rl), now_s
+        if tk is not None:
+            tk.level, tk.stamp_s = float(tl), now_s
+        return 0.0 if int(taken) else float(wait)
+
+    def _rate_locally(self, tenant: TenantState, cost_tokens: int, now_s: float) -> float:
+        if self.config.on_unavailable == "closed":
+            raise StateUnavailable()
+        assert self._metrics is not None
+        self._metrics.local.labels("rate").inc()
+        return take_local(tenant, cost_tokens, now_s)
+
+    # ------------------------------------------------------------ queue lengths
+    def queued(self, tenant: TenantState) -> int:
+        """The fleet's count at the last merge, with this replica's own as it is now."""
+        fleet, ours = self._fleet_queued.get(tenant.name, (0, 0))
+        return max(tenant.queued, fleet - ours + tenant.queued)
+
+    # ------------------------------------------------------------ engine slots
+    def has_slot(self, backend: BackendState) -> bool:
+        """A granted, unused lease; else ask for one in the background (up), or decide alone."""
+        if not self.up:
+            return self.config.on_unavailable == "open"
+        if self._leases[backend.index].idle:
+            return True
+        self._wanted.add(backend.index)
+        self._wake.set()
+        return False
+
+    def take_slot(self, backend: BackendState) -> None:
+        """Use an idle lease; while Redis is down (open), a lease asserted when it is back."""
+        leases = self._leases[backend.index]
+        if leases.idle:
+            leases.busy.append(leases.idle.pop())
+            return
+        assert not self.up, "take_slot without has_slot"
+        assert self._metrics is not None
+        self._metrics.local.labels("slot").inc()
+        leases.busy.append(next(self._names))
+
+    def give_slot(self, backend: BackendState) -> None:
+        """The lease goes back to the fleet at once (sent in the background)."""
+        leases = self._leases[backend.index]
+        self._releases[backend.index].append(leases.busy.pop())
+        self._wake.set()
+
+    async def _slot_worker(self) -> None:
+        """Return freed leases; ask for slots the dispatcher is waiting for, in turn."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self.up:
+                continue
+            try:
+                granted = await self._acquire_wanted()
+                self._release_unused()
+                await self._stop_waiting()
+                await self._flush_releases()
+            except (RedisError, OSError, TimeoutError) as exc:
+                self._down("slot", exc)
+                continue
+            if self._wanted:  # still waiting for a slot: ask again shortly
+                if not granted:
+                    await asyncio.sleep(self.config.poll_interval_s)
+                self._wake.set()
+
+    async def _acquire_wanted(self) -> bool:
+        wanted, self._wanted = sorted(self._wanted), set()
+        if not wanted:
+            return False
+        assert self._scheduler is not None
+        want = max(1, min(_MAX_GRANT, self._scheduler.queued))
+        keys, args = self._common()
+        keys.append(self._key("seen"))
+        args.append(self._waiter_ttl_ms())
+        for index in wanted:
+            keys += [self._leases[index].key, self._leases[index].waiters]
+        by_index = {b.index: b for b in self._scheduler.backends}
+        args += [len(wanted), *(by_index[i].config.max_concurrency for i in wanted)]
+        names = [next(self._names) for _ in range(want)]
+        status, epoch, pos, count = await self._call(
+            "acquire", lambda: self._script("ACQUIRE", keys, [*args, *names])
+        )
+        if int(status) == -1:  # Redis lost what it knew: assert ours before asking again
+            self.epoch = epoch
+            await self._renew()
+            self._wanted.update(wanted)
+            return False
+        self.epoch = epoch
+        if int(status) != 1:
+            self._wanted.update(wanted)  # wait for a turn (or the settle window)
+            if int(status) == 0:
+                self._waiting.update(wanted)
+            return False
+        self._waiting.clear()  # the script took this replica out of every waiters set
+        self._leases[wanted[int(pos) - 1]].idle += names[: int(count)]
+        self._scheduler.dispatch()  # uses them now; re-marks what it still waits for
+        return True
+
+    async def _stop_waiting(self) -> None:
+        """Leave the waiters of backends this replica no longer waits for (its turn passes on)."""
+        gone = self._waiting - self._wanted
+        if not gone:
+            return
+        assert self._client is not None
+        client = self._client
+
+        async def send() -> None:
+            async with client.pipeline(transaction=False) as pipe:
+                for index in gone:
+                    pipe.zrem(self._leases[index].waiters, self.replica)
+                await pipe.execute()
+
+        await self._call("release", send)
+        self._waiting -= gone
+
+    def _release_unused(self) -> None:
+        for index, leases in self._leases.items():
+            if leases.idle and index not in self._wanted:
+                self._releases[index] += leases.idle
+                leases.idle = []
+
+    async def _flush_releases(self) -> None:
+        pending = {i: names for i, names in self._releases.items() if names}
+        if not pending:
+            return
+        assert self._client is not None
+        client = self._client
+
+        async def send() -> None:
+            async with client.pipeline(transaction=False) as pipe:
+                for index, names in pending.items():
+                    pipe.zrem(self._leases[index].key, *names)
+                await pipe.execute()
+
+        await self._call("release", send)
+        for index, names in pending.items():
+            del self._releases[index][: len(names)]
+
+    async def _renew(self) -> None:
+        keys, args = self._common()
+        for leases in self._leases.values():
+            held = leases.held()
+            keys.append(leases.key)
+            args += [len(held), *held]
+        self.epoch = await self._call("renew", lambda: self._script("RENEW", keys, args))
+        self._renewed_s = time.monotonic()
+
+    # ------------------------------------------------------------ counters
+    async def _sync_worker(self) -> None:
+        """Every ``sync_interval_s``: merge counters and queue lengths; renew leases when due."""
+        while True:
+            await asyncio.sleep(self.config.sync_interval_s)
+            if not self.up:
+                continue
+            try:
+                await self.sync()
+                if time.monotonic() - self._renewed_s > self.config.lease_ttl_s / 4:
+                    await self._renew()
+            except (RedisError, OSError, TimeoutError) as exc:
+                self._down("sync", exc)
+
+    async def sync(self) -> None:
+        """One merge of this replica's counter changes and queue lengths with the fleet's."""
+        assert self._tenants is not None and self._policy is not None
+        policy = self._policy
+        counter = getattr(policy, "counter", None)
+        add = getattr(policy, "add_to_counter", None)
+        tenants = list(self._tenants.by_name.values())
+        before = [float(counter(t.name)) if counter else 0.0 for t in tenants]
+        queued = [t.queued for t in tenants]
+        keys, args = self._common()
+        keys += [self._key("counters"), self._key("replicas"), self._key("queued")]
+        for t, full, q in zip(tenants, before, queued, strict=True):
+            args += [t.name, full - self._synced.get(t.name, 0.0), full, q]
+        reply = await self._call("sync", lambda: self._script("SYNC", keys, args))
+        epoch = reply[0]
+        if self.epoch and epoch != self.epoch:
+            self.epoch = epoch
+            await self._renew()
+        self.epoch = epoch
+        for i, t in enumerate(tenants):
+            fleet = float(reply[1 + 2 * i])
+            if add is not None and fleet != before[i]:
+                add(t.name, fleet - before[i])  # changes since ``before`` stay on top
+            self._synced[t.name] = fleet
+            self._fleet_queued[t.name] = (int(reply[2 + 2 * i]), queued[i])
+        if add is not None:
+            self._scheduler_dispatch()
+
+    def _scheduler_dispatch(self) -> None:
+        # A merge can change the order of the tenants; the head may be another now.
+        if self._scheduler is not None and len(self._scheduler.policy):
+            self._scheduler.dispatch()
+
+
+def _seed(bucket: Any, now_s: float) -> float:
+    """A bucket's level refilled to now (0 when the tenant has no such limit)."""
+    if bucket is None:
+        return 0.0
+    bucket.wait_s(0, now_s)
+    return float(bucket.level)
