@@ -24,6 +24,35 @@ def test_demo_prints_the_comparison_and_writes_the_report(tmp_path: Path) -> Non
     report = tmp_path / "demo" / "report.html"
     assert f"report: {report}" in out.replace("\n", "")
     assert report.is_file() and report.stat().st_size > 10_000
+    # The verdict is printed, judging every tenant against its SLO.
+    verdict = " ".join(out.split("verdict")[-1].split())
+    assert "Over all tenants with an SLO" in verdict
+    for tenant in ("chat (TTFT ≤ 1 s, TPOT ≤ 150 ms)", "code (TTFT ≤ 1 s)", "batch (E2E ≤ 300 s)"):
+        assert tenant in verdict
+    assert 'id="verdict"' in report.read_text()
+
+
+def test_demo_workload_is_near_the_knee_not_past_it() -> None:
+    """Bursts take the queue past capacity and it drains: fifo hurts chat, but boundedly."""
+    from fairserve.experiments import demo
+    from fairserve.sim.run import simulate
+
+    wl = demo.workload()
+    fifo = dict((p, c) for p, _, _, c in demo.configs(wl))["fifo"]
+    summary = simulate(wl.requests(), fifo).summary()
+    chat = summary.per_tenant["chat"].ttft_s
+    assert chat.p50 < 1.0  # most requests are served well ...
+    assert chat.p99 > 2.0  # ... the bursts are what a policy must handle ...
+    assert summary.sim_time_s < 1.1 * demo.DURATION_S  # ... and the queue drains
+
+
+def test_example_spec_is_the_demo_spec() -> None:
+    import yaml
+
+    from fairserve.experiments import demo
+
+    example = Path(__file__).parents[2] / "examples" / "workloads" / "demo.yaml"
+    assert yaml.safe_load(example.read_text()) == demo.SPEC
 
 
 def test_demo_live_runs_the_gateway_beside_the_simulator(tmp_path: Path) -> None:

@@ -24,6 +24,11 @@ def small_workload() -> Workload:
     return synthetic(400, 40.0, tenants=tenants, seed=3)
 
 
+def slos_of(wl: Workload) -> dict[str, SLO]:
+    """The workload's tenants' SLOs."""
+    return {n: wl.tenant_config(n).slo for n in wl.tenant_names()}
+
+
 def run_of(wl: Workload, label: str, policy: str, predictor: str | None = None) -> RunData:
     """Simulate ``wl`` under ``policy`` and package it for a run directory."""
     config = SimConfig(
@@ -31,8 +36,10 @@ def run_of(wl: Workload, label: str, policy: str, predictor: str | None = None) 
         predictor=predictor,
         tenants=tuple(wl.tenant_config(n) for n in wl.tenant_names()),
     )
-    slos = {n: wl.tenant_config(n).slo for n in wl.tenant_names()}
-    return run_data_from_result(label, simulate(wl.requests(), config), WEIGHTS, slos)
+    components = {"policy": policy, "predictor": predictor, "router": "round-robin"}
+    return run_data_from_result(
+        label, simulate(wl.requests(), config), WEIGHTS, slos_of(wl), components
+    )
 
 
 @pytest.fixture(scope="session")
@@ -40,8 +47,9 @@ def simulate_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A ``simulate`` run directory: fifo, no predictor."""
     wl = small_workload()
     out = tmp_path_factory.mktemp("simulate_run")
+    runs = [run_of(wl, "fifo", "fifo")]
     return write_run_dir(
-        out, "simulate", {"policy": "fifo"}, [run_of(wl, "fifo", "fifo")], weights=WEIGHTS
+        out, "simulate", {"policy": "fifo"}, runs, weights=WEIGHTS, slos=slos_of(wl)
     )
 
 
@@ -51,4 +59,5 @@ def compare_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     wl = small_workload()
     runs = [run_of(wl, p, p, "driftsched") for p in ("fifo", "vtc")]
     out = tmp_path_factory.mktemp("compare_run")
-    return write_run_dir(out, "compare", {"policies": ["fifo", "vtc"]}, runs, weights=WEIGHTS)
+    config = {"policies": ["fifo", "vtc"]}
+    return write_run_dir(out, "compare", config, runs, weights=WEIGHTS, slos=slos_of(wl))

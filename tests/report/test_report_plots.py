@@ -85,3 +85,52 @@ def test_service_share_against_weighted_fair_share() -> None:
     assert fair[0] == pytest.approx(np.full(5, 2 / 3)) and fair[1] == pytest.approx(
         np.full(5, 1 / 3)
     )
+
+
+def test_figures_style_each_run_and_keep_legends_outside(compare_dir) -> None:
+    from fairserve.report.figures import report_figures
+    from fairserve.report.run_dir import read_run_dir
+
+    run = read_run_dir(compare_dir)
+    figures = report_figures(run, groups=[["fifo"], ["vtc"]])
+    assert list(figures) == [
+        "latency_tails", "slo_attainment", "latency_over_time", "load_over_time",
+        "service_share", "predictor_error",
+    ]  # fmt: skip
+    for stem, fig in figures.items():
+        assert all(ax.get_legend() is None for ax in fig.axes), stem  # no legend on the data
+        if stem != "predictor_error":
+            assert fig.legends, stem
+    ax = figures["latency_tails"].axes[0]
+    assert ax.get_xscale() == "logit" and ax.get_yscale() == "log"
+    styles = {(line.get_color(), str(line.get_linestyle())) for line in ax.get_lines()[:2]}
+    assert len(styles) == 2  # its own colour and its own dash pattern per run
+    # chat's TTFT objective is drawn on its TTFT panel.
+    chat = next(a for a in figures["latency_tails"].axes if a.get_title() == "chat: TTFT")
+    assert any(list(line.get_ydata()) == [1.0, 1.0] for line in chat.get_lines())
+
+
+def test_coinciding_runs_are_one_curve_named_together(compare_dir) -> None:
+    from fairserve.report.figures import report_figures
+    from fairserve.report.run_dir import read_run_dir
+
+    run = read_run_dir(compare_dir)
+    fig = report_figures(run, groups=[["fifo", "vtc"]])["latency_tails"]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["fifo = vtc", "SLO"]
+
+
+def test_one_predictor_panel_per_distinct_predictor(compare_dir, tmp_path) -> None:
+    from fairserve.report.figures import predictor_error_figure
+    from fairserve.report.run_dir import read_run_dir, write_run_dir
+    from tests.report.conftest import run_of, small_workload
+
+    shared = predictor_error_figure(read_run_dir(compare_dir))  # fifo and vtc, one predictor
+    assert shared is not None and len([a for a in shared.axes if a.get_visible()]) == 1
+    assert shared.axes[0].get_title().startswith("driftsched (fifo, vtc): MAE")
+    wl = small_workload()
+    runs = [run_of(wl, "a", "fifo", "oracle"), run_of(wl, "b", "fifo", "history")]
+    two = predictor_error_figure(read_run_dir(write_run_dir(tmp_path, "compare", {}, runs)))
+    assert two is not None and [a.get_title().split(" ")[0] for a in two.axes] == [
+        "oracle", "history",
+    ]  # fmt: skip

@@ -25,7 +25,7 @@ def demo_cmd(
     ] = False,
     as_json: Annotated[bool, Opt("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
-    """Three tenants on two simulated H100s: every policy side by side, and a report."""
+    """Three tenants on two simulated H100s near capacity: every policy side by side, a verdict and a report."""
     from fairserve.experiments import demo
     from fairserve.experiments.compare import compare_runs, print_comparison, write_runs
 
@@ -40,11 +40,13 @@ def demo_cmd(
         return
     console = FittingConsole()
     console.rule(
-        f"fairserve demo: chat, code and a flooding batch tenant; {len(wl):,} requests "
-        f"over {demo.DURATION_S:g} s on 2 x H100-80GB (Llama-3.1-8B)"
+        f"fairserve demo: interactive chat and code with SLOs, a batch tenant flooding in "
+        f"bursts; {len(wl):,} requests over {demo.DURATION_S:g} s on {demo.INSTANCES} x "
+        "H100-80GB (Llama-3.1-8B)"
     )
     slos = {name: wl.tenant_config(name).slo for name in wl.tenant_names()}
     print_comparison(slo_goodput_rows(rows, slos), console)
+    _print_verdict(out, console)
     console.print(f"report: {report}")
     if live:
         from fairserve.experiments import demo_live
@@ -53,6 +55,16 @@ def demo_cmd(
         console.print("starting the engines and the gateway, replaying a 12 s slice ...")
         live_summary = demo_live.run_live()
         demo_live.print_side_by_side(live_summary, demo_live.run_simulated(), console)
+
+
+def _print_verdict(out: Path, console: FittingConsole) -> None:
+    """The report's verdict, computed from the run directory just written."""
+    from fairserve.report.run_dir import read_run_dir
+    from fairserve.report.verdict import verdict
+
+    console.rule("verdict")
+    for sentence in verdict(read_run_dir(out)):
+        console.print(f"- {sentence}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

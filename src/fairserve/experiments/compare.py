@@ -95,10 +95,12 @@ def write_runs(
     weights = {n: workload.tenant_config(n).weight for n in workload.tenant_names()}
     slos = {n: workload.tenant_config(n).slo for n in workload.tenant_names()}
     data = [
-        run_data_from_result(label, result, weights, slos)
-        for label, (_, result) in zip(labels, runs, strict=True)
+        run_data_from_result(
+            label, result, weights, slos, {k: row.get(k) for k in ("policy", "predictor", "router")}
+        )
+        for label, (row, result) in zip(labels, runs, strict=True)
     ]
-    write_run_dir(out, kind, config, data, weights=weights)
+    write_run_dir(out, kind, config, data, weights=weights, slos=slos)
     return write_report(out)
 
 

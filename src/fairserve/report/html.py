@@ -1,5 +1,9 @@
 """``fairserve report``: one self-contained HTML file for a run directory.
 
+The page opens with the verdict (:mod:`fairserve.report.verdict`: what the
+runs did to each tenant's SLO, computed from the records), then the tables,
+then the figures (:mod:`fairserve.report.figures`).
+
 The page loads nothing: the CSS is inline and every figure is a base64 PNG in
 a ``data:`` URI, so it opens offline and can be mailed as one file. The same
 figures are written as PNG files to ``RUN_DIR/plots/``.
@@ -15,21 +19,32 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fairserve.report.plots import figure_png, report_figures
+from fairserve.report.figures import report_figures
+from fairserve.report.plots import figure_png
 from fairserve.report.run_dir import RunDir, read_run_dir
+from fairserve.report.verdict import coinciding_groups, slo_text, verdict
 
 __all__ = ["render_report", "write_report"]
 
 _CAPTIONS = {
-    "latency_cdf": (
-        "Latency distributions",
-        "Cumulative distribution of time to first token and end-to-end latency of completed "
-        "requests, per tenant.",
+    "latency_tails": (
+        "Latency tails",
+        "TTFT and end-to-end latency of completed requests per tenant, from the median to the "
+        "99.9th percentile (logit axis: each step right is ten times rarer) on a log scale; "
+        "grey dashes: the tenant's objective. Runs with the same latencies are one line, named "
+        "together.",
+    ),
+    "slo_attainment": (
+        "SLO attainment over time",
+        "Per tenant with an SLO: the share of the requests arriving in each time bin that met "
+        "every objective (a request that did not complete missed it). A dip is a burst the "
+        "policy let through to that tenant.",
     ),
     "latency_over_time": (
-        "Latency over time",
-        "Median and 99th percentile of the requests arriving in each time bin: a rising "
-        "curve is a queue building up.",
+        "TTFT over time",
+        "99th percentile TTFT of the requests arriving in each time bin, per tenant (one run: "
+        "with the median, dotted); grey dashes: the objective. A rising curve is a queue "
+        "building up.",
     ),
     "load_over_time": (
         "Queue, running requests and KV use over time",
@@ -40,13 +55,15 @@ _CAPTIONS = {
     "service_share": (
         "Service share against the fair share",
         "Each tenant's part of the service (prompt + 2 x output tokens, spread over the time "
-        "a request runs) per time window; dashed: its weight over the weights of the tenants "
-        "with work in the system. Below the line with a queue waiting is unfair; below it "
-        "without demand is not.",
+        "a request runs) per time window; grey dashes: its weight over the weights of the "
+        "tenants with work in the system (drawn from the first run). Below the line with a "
+        "queue waiting is unfair; below it without demand is not.",
     ),
     "predictor_error": (
         "Output-length predictor error",
-        "Predicted minus actual output tokens of completed requests.",
+        "Predicted minus actual output tokens of completed requests, one panel per distinct "
+        "predictor (the runs that share it pooled; MAE per run in the title), clipped to the "
+        "0.5-99.5th percentiles.",
     ),
 }
 
@@ -63,6 +80,11 @@ thead th { background: #f3f3f3; }
 figure { margin: 1rem 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.9rem; margin-top: 0.3rem; }
 pre { background: #f7f7f7; padding: 0.8rem; overflow-x: auto; font-size: 0.8rem; }
+.scroll { overflow-x: auto; max-width: 100%; }
+.verdict { background: #f4f8fc; border-left: 4px solid #0072B2; padding: 0.6rem 1rem;
+           margin: 1rem 0; }
+.verdict h2 { margin-top: 0.3rem; } .verdict li { margin: 0.35rem 0; line-height: 1.4; }
+@media (max-width: 900px) { body { margin: 1rem auto; } table { font-size: 0.75rem; } }
 """
 
 
@@ -90,7 +112,7 @@ def _table(headers: Sequence[str], rows: Sequence[tuple[Sequence[str], str]]) ->
         f'<tr class="{cls}">' + "".join(f"<td>{_esc(c)}</td>" for c in cells) + "</tr>"
         for cells, cls in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def _latency_cells(s: Mapping[str, Any]) -> list[str]:
@@ -152,9 +174,45 @@ def _weights_line(run: RunDir) -> str:
     return ", ".join(f"{_esc(t)}: {run.weights.get(t, 1.0):g}" for t in run.tenants)
 
 
-def render_report(run: RunDir, pngs: Mapping[str, bytes]) -> str:
-    """The report page for ``run`` with the rendered figures ``pngs`` (stem -> PNG bytes)."""
-    title = f"fairserve {run.kind} report"
+def _slos_line(run: RunDir) -> str:
+    if not run.slos:
+        return "no tenant has an SLO"
+    return "; ".join(
+        f"{_esc(t)}: {_esc(slo_text(run.slos[t]))}" for t in run.tenants if t in run.slos
+    )
+
+
+def _source_line(run: RunDir) -> str:
+    """Where the tenants, weights and policy come from (a live run names its gateway)."""
+    parts = []
+    for key in ("policy", "router", "predictor"):
+        if run.config.get(key):
+            parts.append(f"{key}: {_esc(run.config[key])}")
+    if run.config.get("tenants_from"):
+        parts.append(f"tenants, weights and SLOs from {_esc(run.config['tenants_from'])}")
+    return " &middot; ".join(parts)
+
+
+def _verdict_block(sentences: Sequence[str]) -> str:
+    if not sentences:
+        return (
+            '<section class="verdict" id="verdict"><h2>Verdict</h2><p>No tenant has an SLO, '
+            "so there is nothing to judge the runs against: give tenants an <code>slo</code> "
+            "in the workload spec or the gateway config.</p></section>"
+        )
+    items = "".join(f"<li>{_esc(text)}</li>" for text in sentences)
+    return f'<section class="verdict" id="verdict"><h2>Verdict</h2><ul>{items}</ul></section>'
+
+
+def render_report(
+    run: RunDir, pngs: Mapping[str, bytes], sentences: Sequence[str] | None = None
+) -> str:
+    """The report page for ``run`` with the rendered figures ``pngs`` (stem -> PNG bytes).
+
+    ``sentences``: the verdict (computed from ``run`` when not given).
+    """
+    title = f"fairserve {'live bench' if run.kind == 'bench' else run.kind} report"
+    source = _source_line(run)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -165,6 +223,10 @@ def render_report(run: RunDir, pngs: Mapping[str, bytes]) -> str:
         f'<p class="meta">{_esc(run.path)} &middot; runs: {_esc(", ".join(run.labels))} '
         f"&middot; {len(run.records):,} request records &middot; tenant weights: "
         f"{_weights_line(run)} &middot; generated {_esc(time.strftime('%Y-%m-%d %H:%M'))}</p>",
+        f'<p class="meta">SLOs: {_slos_line(run)}'
+        + (f" &middot; {source}" if source else "")
+        + "</p>",
+        _verdict_block(verdict(run) if sentences is None else sentences),
         "<h2>Summary</h2>",
         _comparison_table(run),
         "<h2>Per tenant</h2>",
@@ -195,12 +257,15 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, dpi: int = 
     run = read_run_dir(run_dir)
     plots = run.path / "plots"
     plots.mkdir(exist_ok=True)
+    for stem in (*_CAPTIONS, "latency_cdf"):  # figures an older report drew, this one may not
+        (plots / f"{stem}.png").unlink(missing_ok=True)
+    groups = coinciding_groups(run)
     pngs = {}
-    for stem, fig in report_figures(run).items():
+    for stem, fig in report_figures(run, groups).items():
         png = figure_png(fig, dpi=dpi)
         (plots / f"{stem}.png").write_bytes(png)
         pngs[stem] = png
     target = Path(out) if out is not None else run.path / "report.html"
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(render_report(run, pngs), encoding="utf-8")
+    target.write_text(render_report(run, pngs, verdict(run, groups)), encoding="utf-8")
     return target

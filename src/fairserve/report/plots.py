@@ -25,9 +25,9 @@ What the time series are, since the records hold only per-request moments:
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -38,6 +38,8 @@ from fairserve.report.run_dir import RunDir
 
 __all__ = [
     "CDF_POINTS",
+    "COLORS",
+    "LINESTYLES",
     "TIME_POINTS",
     "RunSeries",
     "figure_png",
@@ -48,12 +50,16 @@ __all__ = [
 
 CDF_POINTS = 400  # quantile points per CDF curve
 TIME_POINTS = 400  # grid points of the occupancy curves
-TIME_BINS = 80  # arrival-time bins of the latency-over-time curves
-SHARE_WINDOWS = 60  # windows of the service-share curves
 MAX_TENANT_FACETS = 8  # more tenants than this: the busiest ones get a facet
+# Okabe and Ito's palette (told apart with the common colour-vision deficiencies), then
+# matplotlib's; every line also gets its own style, so it reads in greyscale too.
 COLORS = (
-    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
-    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+    "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9",
+    "#000000", "#8c564b", "#7f7f7f", "#bcbd22",
+)  # fmt: skip
+LINESTYLES: tuple[Any, ...] = (
+    "-", (0, (6, 2)), (0, (1, 1.5)), (0, (6, 2, 1, 2)), (0, (3, 1, 1, 1, 1, 1)),
+    (0, (10, 3)), (0, (2, 4)), (0, (6, 2, 1, 2, 1, 2)),
 )  # fmt: skip
 _INPUT_WEIGHT, _OUTPUT_WEIGHT = 1.0, 2.0  # VTC's service weights, as in metrics.fairness
 
@@ -81,6 +87,13 @@ class RunSeries:
     def e2e_s(self) -> np.ndarray:
         """Arrival to finish."""
         return self.finish_s - self.arrival_s
+
+    @property
+    def tpot_s(self) -> np.ndarray:
+        """Mean time between output tokens after the first; NaN for one-token outputs."""
+        gaps = self.output_tokens - 1
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(gaps > 0, (self.finish_s - self.first_token_s) / gaps, np.nan)
 
 
 def run_series(
@@ -112,6 +125,10 @@ def run_series(
 # ----------------------------------------------------------------- helpers
 def _color(i: int) -> str:
     return COLORS[i % len(COLORS)]
+
+
+def _linestyle(i: int) -> Any:
+    return LINESTYLES[i % len(LINESTYLES)]
 
 
 def _count_by(sorted_times: np.ndarray, grid: np.ndarray) -> np.ndarray:
@@ -205,13 +222,6 @@ def _tenant_facets(series: Sequence[RunSeries], tenants: Sequence[str]) -> list[
     return sorted(sorted(present, key=lambda i: -counts[i])[:MAX_TENANT_FACETS])
 
 
-def _log_if_wide(ax: Axes, values: np.ndarray) -> None:
-    """Log x scale when positive values span more than two decades (latency tails)."""
-    pos = values[np.isfinite(values) & (values > 0)]
-    if pos.size and pos.max() / pos.min() > 100:
-        ax.set_xscale("log")
-
-
 def _grid(fig: Figure, rows: int, cols: int) -> np.ndarray:
     return np.asarray(fig.subplots(rows, cols, squeeze=False))
 
@@ -219,113 +229,6 @@ def _grid(fig: Figure, rows: int, cols: int) -> np.ndarray:
 def _end_s(series: Sequence[RunSeries]) -> float:
     ends = [np.nanmax(s.finish_s) for s in series if np.isfinite(s.finish_s).any()]
     return float(max(ends)) if ends else 1.0
-
-
-# ----------------------------------------------------------------- figures
-def latency_cdf_figure(series: Sequence[RunSeries], tenants: Sequence[str]) -> Figure:
-    """Per-tenant CDFs of TTFT and E2E; tenants overlaid (one run) or runs overlaid per tenant."""
-    metrics = (("TTFT (s)", "ttft_s"), ("E2E latency (s)", "e2e_s"))
-    facets = _tenant_facets(series, tenants)
-    if len(series) == 1:
-        s = series[0]
-        fig = Figure(figsize=(11, 4), layout="constrained")
-        axes = _grid(fig, 1, 2)[0]
-        for ax, (title, attr) in zip(axes, metrics, strict=True):
-            values = getattr(s, attr)
-            for k, code in enumerate(facets):
-                x, y = _cdf_points(values[s.completed & (s.tenant == code)])
-                ax.step(x, y, where="post", color=_color(k), label=tenants[code])
-            x, y = _cdf_points(values[s.completed])
-            ax.step(x, y, where="post", color="black", linestyle="--", label="all tenants")
-            _log_if_wide(ax, values[s.completed])
-            ax.set(xlabel=title, ylabel="fraction of completed requests", title=f"{title} CDF")
-            ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=8)
-        return fig
-    fig = Figure(figsize=(max(6, 3.2 * len(facets)), 6.5), layout="constrained")
-    grid = _grid(fig, 2, len(facets))
-    for row, (title, attr) in enumerate(metrics):
-        for col, code in enumerate(facets):
-            ax = grid[row, col]
-            for k, s in enumerate(series):
-                values = getattr(s, attr)[s.completed & (s.tenant == code)]
-                x, y = _cdf_points(values)
-                ax.step(x, y, where="post", color=_color(k), label=s.label)
-                _log_if_wide(ax, values)
-            ax.set(xlabel=title, title=f"{tenants[code]}: {title.split(' ')[0]}")
-            ax.grid(alpha=0.3)
-        grid[row, 0].set_ylabel("fraction of completed")
-    grid[0, 0].legend(fontsize=8)
-    return fig
-
-
-def latency_over_time_figure(series: Sequence[RunSeries], tenants: Sequence[str]) -> Figure:
-    """p50 (dotted) and p99 (solid) of TTFT and E2E by arrival time."""
-    end = max(_end_s(series), 1e-9)
-    starts = [np.nanmin(s.arrival_s) for s in series if s.arrival_s.size]
-    edges = np.linspace(min(starts) if starts else 0.0, end, TIME_BINS + 1)
-    mids = (edges[:-1] + edges[1:]) / 2
-    fig = Figure(figsize=(11, 4), layout="constrained")
-    axes = _grid(fig, 1, 2)[0]
-    lines: list[tuple[str, RunSeries, np.ndarray]]
-    if len(series) == 1:
-        s = series[0]
-        lines = [(tenants[c], s, s.tenant == c) for c in _tenant_facets(series, tenants)]
-    else:
-        lines = [(s.label, s, np.ones(s.tenant.shape, dtype=bool)) for s in series]
-    for ax, (title, attr) in zip(axes, (("TTFT", "ttft_s"), ("E2E latency", "e2e_s")), strict=True):
-        for k, (label, s, mask) in enumerate(lines):
-            pick = mask & s.completed
-            values, times = getattr(s, attr)[pick], s.arrival_s[pick]
-            p99, p50 = binned_percentiles(times, values, edges, (0.99, 0.5))
-            ax.plot(mids, p99, color=_color(k), label=label)
-            ax.plot(mids, p50, color=_color(k), linestyle=":")
-        ax.set(
-            xlabel="arrival time (s)",
-            ylabel=f"{title} (s)",
-            title=f"{title} by arrival time (solid p99, dotted p50)",
-        )
-        ax.set_yscale("symlog", linthresh=0.1)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    return fig
-
-
-def load_over_time_figure(series: Sequence[RunSeries], tenants: Sequence[str]) -> Figure:
-    """Waiting requests, running requests and the KV-tokens estimate over time."""
-    grid = np.linspace(0.0, _end_s(series), TIME_POINTS)
-    fig = Figure(figsize=(11, 8), layout="constrained")
-    axes = _grid(fig, 3, 1)[:, 0]
-    single = len(series) == 1
-    for k, s in enumerate(series):
-        arrived = _count_by(_finite_sorted(s.arrival_s), grid)
-        left = _count_by(_finite_sorted(s.leave_queue_s), grid)
-        done = _count_by(_finite_sorted(s.finish_s[np.isfinite(s.leave_queue_s)]), grid)
-        color = "black" if single else _color(k)
-        label = "all tenants" if single else s.label
-        axes[0].plot(grid, arrived - left, color=color, label=label)
-        axes[1].plot(grid, left - done, color=color, label=label)
-        axes[2].plot(grid, _kv_tokens(s, grid), color=color, label=label)
-        if single:
-            for j, code in enumerate(_tenant_facets(series, tenants)):
-                mine = s.tenant == code
-                waiting = _count_by(_finite_sorted(s.arrival_s[mine]), grid) - _count_by(
-                    _finite_sorted(s.leave_queue_s[mine]), grid
-                )
-                axes[0].plot(grid, waiting, color=_color(j), linewidth=1, label=tenants[code])
-    titles = (
-        "waiting requests (arrived, not yet scheduled)",
-        "running requests (scheduled, not finished)",
-        "KV tokens held, estimate (prompt + generated tokens of running requests)",
-    )
-    for ax, title in zip(axes, titles, strict=True):
-        ax.set(title=title, xlabel="time (s)")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("requests")
-    axes[1].set_ylabel("requests")
-    axes[2].set_ylabel("tokens")
-    axes[0].legend(fontsize=8)
-    return fig
 
 
 def service_share(
@@ -356,89 +259,11 @@ def service_share(
     return share, fair
 
 
-def service_share_figure(
-    series: Sequence[RunSeries], tenants: Sequence[str], weights: Sequence[float]
-) -> Figure:
-    """One facet per tenant: its share of the service over time and its fair-share line."""
-    facets = _tenant_facets(series, tenants)
-    cols = min(len(facets), 3) or 1
-    rows = max(1, math.ceil(len(facets) / cols))
-    fig = Figure(figsize=(4 * cols + 1, 3.2 * rows), layout="constrained")
-    grid = _grid(fig, rows, cols)
-    edges = np.linspace(0.0, _end_s(series), SHARE_WINDOWS + 1)
-    mids = (edges[:-1] + edges[1:]) / 2
-    shares = [service_share(s, len(tenants), weights, edges) for s in series]
-    for i, code in enumerate(facets):
-        ax = grid[i // cols, i % cols]
-        for k, (s, (share, fair)) in enumerate(zip(series, shares, strict=True)):
-            color = _color(k if len(series) > 1 else i)
-            ax.plot(mids, share[code], color=color, label=s.label if len(series) > 1 else "share")
-            fair_label = f"{s.label}: fair share" if len(series) > 1 else "fair share"
-            ax.plot(mids, fair[code], color=color, linestyle="--", linewidth=1, label=fair_label)
-        ax.set(
-            title=f"{tenants[code]} (weight {weights[code]:g})",
-            xlabel="time (s)",
-            ylabel="share of service",
-            ylim=(0, 1.02),
-        )
-        ax.grid(alpha=0.3)
-    for j in range(len(facets), rows * cols):
-        grid[j // cols, j % cols].set_visible(False)
-    grid[0, 0].legend(fontsize=8)
-    return fig
-
-
-def predictor_error_figure(predictions: pl.DataFrame, labels: Sequence[str]) -> Figure | None:
-    """Histogram of predicted minus actual output tokens per run; None without predictions."""
-    errors = {}
-    for label in labels:
-        part = predictions.filter(pl.col("run") == label)
-        if part.height:
-            errors[label] = (
-                (part["predicted_tokens"] - part["actual_tokens"]).cast(pl.Float64).to_numpy()
-            )
-    if not errors:
-        return None
-    everything = np.concatenate(list(errors.values()))
-    lo, hi = np.percentile(everything, [0.5, 99.5])
-    if hi <= lo:
-        lo, hi = lo - 1, hi + 1
-    bins = np.linspace(lo, hi, 61).tolist()
-    fig = Figure(figsize=(8, 4), layout="constrained")
-    ax = fig.subplots()
-    for k, (label, err) in enumerate(errors.items()):
-        mae = float(np.mean(np.abs(err)))
-        ax.hist(np.clip(err, lo, hi), bins=bins, histtype="step", linewidth=1.5,
-                color=_color(k), label=f"{label} (MAE {mae:,.0f} tokens, n={err.size:,})")  # fmt: skip
-    ax.axvline(0, color="gray", linewidth=1)
-    ax.set(
-        xlabel="predicted - actual output tokens (clipped to the 0.5-99.5th percentiles)",
-        ylabel="requests",
-        title="Output-length predictor error",
-    )
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return fig
-
-
 def report_figures(run: RunDir) -> dict[str, Figure]:
-    """Every figure of a run directory's report, keyed by file stem."""
-    tenants = list(run.tenants)
-    origin = run.records["arrival_s"].min()
-    origin_s = float(origin) if isinstance(origin, int | float) else 0.0
-    series = [run_series(run.records_of(label), label, tenants, origin_s) for label in run.labels]
-    weights = [run.weights.get(t, 1.0) for t in tenants]
-    figures = {
-        "latency_cdf": latency_cdf_figure(series, tenants),
-        "latency_over_time": latency_over_time_figure(series, tenants),
-        "load_over_time": load_over_time_figure(series, tenants),
-        "service_share": service_share_figure(series, tenants, weights),
-    }
-    if run.predictions is not None:
-        fig = predictor_error_figure(run.predictions, run.labels)
-        if fig is not None:
-            figures["predictor_error"] = fig
-    return figures
+    """Every figure of a run directory's report, keyed by file stem (see ``report.figures``)."""
+    from fairserve.report.figures import report_figures as build
+
+    return build(run)
 
 
 def figure_png(fig: Figure, dpi: int = 100) -> bytes:
@@ -494,7 +319,8 @@ def sweep_figures(table: pl.DataFrame) -> dict[str, Figure]:
                 if column.endswith("_s") and column.startswith(("e2e", "ttft")):
                     ax.set_yscale("log")
                 ax.grid(alpha=0.3)
-        grid[0, 0].legend(fontsize=8)
+        fig.legend(*grid[0, 0].get_legend_handles_labels(), loc="outside right upper",
+                   fontsize=9, frameon=False)  # fmt: skip
         figures[name] = fig
     return figures
 
@@ -515,7 +341,8 @@ def _sweep_panel(ax: Axes, part: pl.DataFrame, configs: Sequence[str], column: s
             continue
         load = mine["load"].to_numpy()
         mean = mine["mean"].to_numpy(allow_copy=True).astype(float)
-        ax.plot(load, mean, marker="o", markersize=3, color=_color(k), label=config)
+        ax.plot(load, mean, marker="o", markersize=3, color=_color(k), linestyle=_linestyle(k),
+                label=config)  # fmt: skip
         ax.fill_between(
             load,
             mine["lo"].to_numpy().astype(float),

@@ -4,7 +4,7 @@ A run directory holds one or more *runs* (one for ``simulate`` and ``bench``,
 one per configuration for ``compare``) of the same workload::
 
     RUN_DIR/
-      config.json          format version, kind, labels, tenant weights, the config
+      config.json          format version, kind, labels, tenant weights and SLOs, the config
       summary.json         per run: label, summary (Summary.to_dict()), fairness, extra
       records.parquet      one row per ended request, every run (column ``run``)
       predictions.parquet  predicted and actual output tokens (only if a run has any)
@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from fairserve.core.model import SLO
 from fairserve.metrics.records import OUTCOME_CODES, RecordArrays
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "RunDirError",
     "read_run_dir",
     "run_data_from_result",
+    "slo_to_dict",
     "write_run_dir",
 ]
 
@@ -127,11 +129,14 @@ def run_data_from_result(
     result: Any,
     weights: Mapping[str, float] | None = None,
     slos: Mapping[str, Any] | None = None,
+    components: Mapping[str, str | None] | None = None,
 ) -> RunData:
     """A :class:`RunData` from a ``SimResult`` (summary, fairness and predictions computed).
 
     ``weights`` (tenant -> weight) are used for the fairness figures; ``slos``
-    (tenant -> ``SLO``) for goodput.
+    (tenant -> ``SLO``) for goodput; ``components`` (``policy``, ``predictor``,
+    ``router`` -> name) are kept in ``extra`` so the report can tell which runs
+    share a predictor.
     """
     from fairserve.metrics.fairness import fairness
 
@@ -142,7 +147,8 @@ def run_data_from_result(
         fairness=fairness(result.records, weights).to_dict(),
         predicted_tokens=result.predicted_tokens,
         actual_tokens=result.actual_tokens,
-        extra={"wall_time_s": result.wall_time_s, "engine_steps": result.steps},
+        extra={"wall_time_s": result.wall_time_s, "engine_steps": result.steps}
+        | dict(components or {}),
     )
 
 
@@ -175,6 +181,15 @@ def records_frame(label: str, records: RecordArrays) -> pl.DataFrame:
     return pl.DataFrame(columns)
 
 
+def slo_to_dict(slo: SLO) -> dict[str, Any]:
+    """An SLO as the run directory stores it (objectives left unset stored as null)."""
+    return {"name": slo.name, "ttft_s": slo.ttft_s, "tpot_s": slo.tpot_s, "e2e_s": slo.e2e_s}
+
+
+def _has_objective(slo: SLO) -> bool:
+    return any(v is not None for v in (slo.ttft_s, slo.tpot_s, slo.e2e_s))
+
+
 def write_run_dir(
     path: str | Path,
     kind: str,
@@ -182,6 +197,7 @@ def write_run_dir(
     runs: Sequence[RunData | RunTuple],
     *,
     weights: Mapping[str, float] | None = None,
+    slos: Mapping[str, SLO] | None = None,
 ) -> Path:
     """Write a run directory (see the module docstring) and return its path.
 
@@ -190,7 +206,9 @@ def write_run_dir(
     are :class:`RunData` or ``(label, records, summary, fairness, predictions)``
     tuples with ``predictions`` a ``(predicted, actual)`` pair or ``None``;
     ``weights`` are the tenants' weights, from which the report draws each
-    tenant's fair share (1 for a tenant not named). Existing files of the
+    tenant's fair share (1 for a tenant not named); ``slos`` their objectives,
+    from which the report's verdict, SLO lines and attainment are drawn (a
+    tenant without one has none). Existing files of the
     format are replaced; anything else in the directory is left alone.
     """
     if kind not in KINDS:
@@ -211,6 +229,11 @@ def write_run_dir(
         "runs": labels,
         "tenants": tenants,
         "weights": {t: float((weights or {}).get(t, 1.0)) for t in tenants},
+        "slos": {
+            t: slo_to_dict(slo)
+            for t, slo in sorted((slos or {}).items())
+            if t in tenants and _has_objective(slo)
+        },
         "config": config,
     }
     (out / CONFIG_FILE).write_text(json.dumps(_json_safe(head), indent=2) + "\n")
@@ -249,12 +272,17 @@ class RunDir:
     tenants: tuple[str, ...]
     weights: Mapping[str, float]
     summaries: Mapping[str, Mapping[str, Any]]  # label -> {summary, fairness, extra}
+    slos: Mapping[str, SLO]  # tenants with an objective only
     records: pl.DataFrame
     predictions: pl.DataFrame | None
 
     def records_of(self, label: str) -> pl.DataFrame:
         """The records of one run."""
         return self.records.filter(pl.col("run") == label)
+
+    def extra_of(self, label: str) -> Mapping[str, Any]:
+        """A run's ``extra`` figures (wall time, its components, ...); empty if none."""
+        return (self.summaries.get(label) or {}).get("extra") or {}
 
 
 def _read_json(path: Path) -> Any:
@@ -295,6 +323,10 @@ def read_run_dir(path: str | Path) -> RunDir:
         tenants=tuple(head.get("tenants") or ()),
         weights={str(k): float(v) for k, v in (head.get("weights") or {}).items()},
         summaries=summaries,
+        slos={
+            str(t): SLO(str(v.get("name") or t), v.get("ttft_s"), v.get("tpot_s"), v.get("e2e_s"))
+            for t, v in (head.get("slos") or {}).items()
+        },
         records=pl.read_parquet(records_path),
         predictions=pl.read_parquet(pred_path) if pred_path.exists() else None,
     )
