@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fairserve.cli.options import (
@@ -63,6 +64,11 @@ def _label(spec: ComponentSpec | None) -> str | None:
     return None if spec is None else str(spec)
 
 
+def _print_warnings(warnings: list[str] | tuple[str, ...], prefix: str = "") -> None:
+    for warning in warnings:
+        err.print(f"[yellow]warning:[/] {escape(prefix + warning)}", highlight=False)
+
+
 def simulate_cmd(
     router: Annotated[
         str, Opt(help=f"Router, name:key=value,...: {', '.join(ROUTERS.names())}.")
@@ -90,8 +96,9 @@ def simulate_cmd(
             sys.stdout.write(json.dumps(data, allow_nan=False) + "\n")
         raise fail(error, code=1)
     title = f"{opts['model']} on {opts['instances']} x {opts['gpu']} (tp={opts['tp']}), {pol}"
+    summary = result.summary(slos=_slos(wl))
     print_run(
-        result.summary(slos=_slos(wl)),
+        summary,
         title=title,
         as_json=opts["as_json"],
         wall_time_s=result.wall_time_s,
@@ -99,6 +106,8 @@ def simulate_cmd(
         engine_steps=result.steps,
         slos=_slos(wl),
     )
+    if not opts["as_json"]:  # in the JSON they are the "warnings" key
+        _print_warnings(summary.warnings)
     if opts["out"] is not None:
         from fairserve.experiments.compare import result_row, write_runs
 
@@ -154,6 +163,8 @@ def compare_cmd(
         sys.stdout.write(json.dumps(rows, allow_nan=False) + "\n")
     else:
         print_comparison(slo_goodput_rows(rows, _slos(wl)), FittingConsole())
+        for row in rows:
+            _print_warnings(row["warnings"], f"{label_of(row)}: ")
     if opts["out"] is not None:
         combos = [{"policy": p, "predictor": d, "router": r} for p, d, r, _ in configs]
         config_dict = _json_opts(opts) | {"configurations": combos}

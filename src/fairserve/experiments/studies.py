@@ -180,13 +180,36 @@ class SjfGap:
         result = simulate(self._workload(rate, self.seed).requests(), config)
         return float(np.mean(result.records.e2e_s))
 
+    def bound_mean_e2e_s(self) -> float:
+        """Mean E2E of the same requests, each alone on an empty engine: no policy beats it."""
+        import numpy as np
+
+        from fairserve.sim.bound import alone_e2e_s
+
+        rate = self.load * self._capacity()
+        requests = self._workload(rate, self.seed).requests()
+        return float(np.nanmean(alone_e2e_s(requests, self._instances()[0])))
+
 
 _CAPACITY: dict[int, tuple[SjfGap, float]] = {}
 
 
-def gap_closed(fifo_s: float, oracle_s: float, candidate_s: float) -> float:
-    """Share of the FIFO -> oracle gap in mean E2E that ``candidate_s`` closes."""
-    return (fifo_s - candidate_s) / (fifo_s - oracle_s)
+def gap_closed(reference_s: float, bound_s: float, candidate_s: float) -> float:
+    """Share of the gap in mean E2E between ``reference_s`` (FIFO) and the lower bound
+    ``bound_s`` (``SjfGap.bound_mean_e2e_s``, ``sim.bound``) that ``candidate_s`` closes.
+
+    Always in [0, 1]: 1 at the bound, 0 for a candidate no better than the
+    reference (a worse one is 0 too: compare the means to see by how much).
+    Raises ``ValueError`` if ``candidate_s`` or ``reference_s`` beat the bound,
+    which would mean it is not one.
+    """
+    tolerance = 1e-9 * max(abs(bound_s), 1.0)
+    for name, value in (("candidate_s", candidate_s), ("reference_s", reference_s)):
+        if value < bound_s - tolerance:
+            raise ValueError(f"{name} {value!r} is below the lower bound {bound_s!r}")
+    if reference_s - bound_s <= tolerance:
+        return 1.0  # the reference is at the bound: nothing left to close
+    return min(1.0, max(0.0, (reference_s - candidate_s) / (reference_s - bound_s)))
 
 
 @dataclass(frozen=True)

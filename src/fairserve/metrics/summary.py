@@ -30,6 +30,8 @@ Definitions (DESIGN.md, "Metrics"), all times in seconds:
 - **Preemptions**: the engine's count when ``engine`` is given, else the sum of
   the per-request counts in the records. **KV utilisation** (mean and peak
   fraction of KV blocks in use) comes only from ``engine``; NaN without it.
+- **Warnings**: preemption storms and runs past the capacity knee, defined in
+  :mod:`fairserve.metrics.run_warnings`.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import numpy as np
 from fairserve.core.model import SLO, Outcome
 from fairserve.metrics.percentiles import group_samples, sorted_percentiles
 from fairserve.metrics.records import OUTCOME_CODES, RecordArrays
+from fairserve.metrics.run_warnings import run_warnings
 
 __all__ = [
     "EngineStats",
@@ -180,6 +183,7 @@ class Summary:
     prefix_cache_hit_rate: float
     per_tenant: Mapping[str, TenantSummary] = field(default_factory=dict)
     engine: EngineStats | None = None
+    warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The summary as plain JSON-able data; undefined (NaN) figures are ``None``.
@@ -191,7 +195,8 @@ class Summary:
         ``goodput`` (``{"req_s", "tok_s", "fraction"}``), ``kv_utilization``
         (``{"mean", "peak"}``), ``prefix_cache_hit_rate`` and ``per_tenant``
         (tenant -> ``{requests, completed, ttft_s, tpot_s, e2e_s, queue_s,
-        goodput, throughput_tok_s}``).
+        goodput, throughput_tok_s}``) and ``warnings`` (sentences about a run whose
+        figures should not be read at face value, see ``metrics.run_warnings``).
         """
         return {
             "requests": self.requests,
@@ -214,6 +219,7 @@ class Summary:
             },
             "prefix_cache_hit_rate": _json_float(self.prefix_cache_hit_rate),
             "per_tenant": {name: t.to_dict() for name, t in self.per_tenant.items()},
+            "warnings": list(self.warnings),
         }
 
 
@@ -389,6 +395,7 @@ def summarize(
     }
     outcomes = np.bincount(records.outcome.astype(np.int64), minlength=len(OUTCOME_CODES))
     prompt_tokens = float(totals.prompt_tokens.sum())
+    preemptions = engine.preemptions if engine else int(records.preemptions.sum())
     return Summary(
         requests=len(records),
         completed=int(totals.completed.sum()),
@@ -398,7 +405,7 @@ def summarize(
         throughput_tok_s=_per_s(totals.output_tokens.sum(), sim_time_s),
         throughput_req_s=_per_s(totals.completed.sum(), sim_time_s),
         input_throughput_tok_s=_per_s(prompt_tokens, sim_time_s),
-        preemptions=engine.preemptions if engine else int(records.preemptions.sum()),
+        preemptions=preemptions,
         **{key: latencies[key][0] for key in _LATENCIES},
         goodput=_goodput(
             totals.met.sum(), totals.met_output_tokens.sum(), len(records), sim_time_s
@@ -408,4 +415,5 @@ def summarize(
         prefix_cache_hit_rate=_ratio(totals.cached_prompt_tokens.sum(), prompt_tokens),
         per_tenant=per_tenant,
         engine=engine,
+        warnings=run_warnings(records, preemptions),
     )
