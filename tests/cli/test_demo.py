@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +64,11 @@ def test_demo_live_runs_the_gateway_beside_the_simulator(tmp_path: Path) -> None
     line = next(x for x in proc.stdout.splitlines() if x.startswith("live: "))
     done, total = line.split()[1].split("/")
     assert done == total and int(total) > 100
+    # The live slice's report: live beside simulated, against the gateway's own view.
+    live = tmp_path / "demo" / "live"
+    assert f"live report: {live / 'report.html'}" in proc.stdout.replace("\n", "")
+    config = json.loads((live / "config.json").read_text())
+    assert config["runs"] == ["live gateway", "simulator"]
+    assert config["config"]["policy"] == "vtc"
+    assert config["config"]["tenants_from"].startswith("the gateway's config")
+    assert config["slos"]["chat"]["ttft_s"] == 1.0  # in modelled seconds, as the records

@@ -145,7 +145,11 @@ def bench_cmd(
         list[str] | None, Opt(help="TENANT=KEY, repeatable: a tenant's own key.")
     ] = None,
     keys_from: Annotated[
-        Path | None, Opt(help="Take tenants' keys from a gateway config (plain api_key).")
+        Path | None,
+        Opt(
+            help="Take tenants' keys from a gateway config (plain api_key); --out's report then "
+            "uses its tenants, weights, SLOs and policy."
+        ),
     ] = None,
     model: Annotated[str, Opt(help="Model name to send.")] = "Qwen2.5-1.5B",
     endpoint: Annotated[str, Opt(help="completions or chat.")] = "completions",
@@ -212,7 +216,7 @@ def bench_cmd(
     summary = summarize(arrays, slos=slos)
     latency = latency_table(latency_samples(arrays, itl), metrics, percentiles)
     if out is not None:
-        _write_bench_run(out, base, source, wl, arrays, summary.to_dict())
+        _write_bench_run(out, base, source, wl, arrays, keys_from)
     if as_json:
         data = summary.to_dict() | {"wall_time_s": wall_s, "engine_steps": None,
                                     "sim_requests_per_wall_s": None, "latency_ms": latency}  # fmt: skip
@@ -230,17 +234,30 @@ def bench_cmd(
 
 
 def _write_bench_run(
-    out: Path, url: str, source: Path, wl: Any, arrays: Any, summary: dict[str, Any]
+    out: Path, url: str, source: Path, wl: Any, arrays: Any, keys_from: Path | None
 ) -> None:
-    """The bench run as a run directory with its HTML report (``fairserve report``)."""
+    """The bench run as a run directory with its HTML report (``fairserve report``).
+
+    The report is drawn against the gateway's own tenants, weights, SLOs and
+    policy when its config is given (``--keys-from``), else the workload spec's.
+    """
     from fairserve.metrics.fairness import fairness
+    from fairserve.metrics.summary import summarize
     from fairserve.report.html import write_report
+    from fairserve.report.live import gateway_view, workload_view
     from fairserve.report.run_dir import write_run_dir
 
-    weights = {name: wl.tenant_config(name).weight for name in wl.tenant_names()}
-    fair = fairness(arrays, weights).to_dict()
-    config = {"url": url, "workload": str(source)}
-    write_run_dir(out, "bench", config, [("bench", arrays, summary, fair, None)], weights=weights)
+    if keys_from is not None:
+        from fairserve.gateway.config import load_config
+
+        view = gateway_view(load_config(keys_from), str(keys_from))
+    else:
+        view = workload_view(wl)
+    summary = summarize(arrays, slos=view.slos).to_dict()
+    fair = fairness(arrays, view.weights).to_dict()
+    config = {"url": url, "workload": str(source), **view.config}
+    run = (view.label, arrays, summary, fair, None)
+    write_run_dir(out, "bench", config, [run], weights=view.weights, slos=view.slos)
     report = write_report(out)
     Console(stderr=True).print(f"report: {report}")
 

@@ -53,8 +53,11 @@ def demo_cmd(
 
         console.rule("live: two `fairserve engine` servers behind `fairserve serve`")
         console.print("starting the engines and the gateway, replaying a 12 s slice ...")
-        live_summary = demo_live.run_live()
-        demo_live.print_side_by_side(live_summary, demo_live.run_simulated(), console)
+        live_report, live_summary, sim_summary = demo_live.write_live_dir(
+            out / "live", demo_live.run_live(), demo_live.run_simulated()
+        )
+        demo_live.print_side_by_side(live_summary, sim_summary, console)
+        console.print(f"live report: {live_report}")
 
 
 def _print_verdict(out: Path, console: FittingConsole) -> None:

@@ -8,13 +8,15 @@ start on free loopback ports. ``fairserve bench``'s load generator replays a
 short slice of the demo's three tenants through the gateway; ``fairserve
 simulate`` runs the same slice on the same modelled deployment. Latencies of
 the live run are divided by ``TIME_SCALE`` so the two read in modelled
-seconds.
+seconds. :func:`write_live_dir` writes both as one run directory whose report
+is drawn against the gateway's own tenants, weights, SLOs and policy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import socket
 import subprocess
 import sys
@@ -29,9 +31,10 @@ import numpy as np
 import yaml
 
 from fairserve.loadgen.bench import plan, run_bench
-from fairserve.metrics.summary import Summary, summarize
+from fairserve.metrics.records import RecordArrays
+from fairserve.metrics.summary import Summary
 from fairserve.sim.config import EngineConfig
-from fairserve.sim.run import InstanceSpec, SimConfig, simulate
+from fairserve.sim.run import InstanceSpec, SimConfig, SimResult, simulate
 from fairserve.workload import Workload
 from fairserve.workload.spec import build, parse_spec
 
@@ -41,6 +44,12 @@ MAX_NUM_SEQS = 16
 DURATION_S = 12.0
 POLICY = "vtc"
 KEYS = {"chat": "sk-demo-chat", "code": "sk-demo-code", "batch": "sk-demo-batch"}
+# The demo's objectives (modelled seconds); the gateway, TIME_SCALE times slower, gets them scaled.
+SLOS: dict[str, dict[str, float]] = {
+    "chat": {"ttft_s": 1.0, "tpot_s": 0.15},
+    "code": {"ttft_s": 1.0},
+    "batch": {"e2e_s": 300.0},
+}
 
 
 def _source(tenant: str, rate: float, prompt: float, output: float) -> dict[str, Any]:
@@ -105,7 +114,12 @@ def _gateway_config(engine_urls: list[str], port: int) -> dict[str, Any]:
         "router": "least-tokens",
         "models": [MODEL],
         "tenants": {
-            name: {"api_key": key, "weight": 1, "priority": 2 if name == "batch" else 0}
+            name: {
+                "api_key": key,
+                "weight": 1,
+                "priority": 2 if name == "batch" else 0,
+                "slo": {k: v * TIME_SCALE for k, v in SLOS[name].items()},
+            }
             for name, key in KEYS.items()
         },
         # One request waiting per engine, the rest ordered by the policy.
@@ -116,15 +130,24 @@ def _gateway_config(engine_urls: list[str], port: int) -> dict[str, Any]:
     }
 
 
-def run_live() -> Summary:
-    """Bring up two engines and the gateway, replay the slice, return its summary."""
+@dataclasses.dataclass(frozen=True)
+class LiveRun:
+    """What the live slice left: its records (modelled seconds) and the gateway's config."""
+
+    records: RecordArrays
+    gateway: dict[str, Any]
+
+
+def run_live() -> LiveRun:
+    """Bring up two engines and the gateway, replay the slice, return its records."""
     ports = [_free_port() for _ in range(3)]
     engine_args = ["--model", MODEL, "--max-num-seqs", str(MAX_NUM_SEQS),
                    "--time-scale", str(TIME_SCALE)]  # fmt: skip
+    urls = [f"http://127.0.0.1:{p}" for p in ports[:2]]
+    gateway = _gateway_config(urls, ports[2])
     with tempfile.TemporaryDirectory() as tmp:
         config_path = Path(tmp) / "gateway.yaml"
-        urls = [f"http://127.0.0.1:{p}" for p in ports[:2]]
-        config_path.write_text(yaml.safe_dump(_gateway_config(urls, ports[2])))
+        config_path.write_text(yaml.safe_dump(gateway))
         with (
             _process(["engine", "--port", str(ports[0]), *engine_args]),
             _process(["engine", "--port", str(ports[1]), *engine_args]),
@@ -132,15 +155,43 @@ def run_live() -> Summary:
         ):
             for url in urls:
                 _wait_ready(f"{url}/health")
-            gateway = f"http://127.0.0.1:{ports[2]}"
-            _wait_ready(f"{gateway}/readyz")
+            base = f"http://127.0.0.1:{ports[2]}"
+            _wait_ready(f"{base}/readyz")
             requests = plan(slice_workload(TIME_SCALE), KEYS, None)
-            records, _ = asyncio.run(run_bench(gateway, requests, model=MODEL, max_duration_s=120))
+            records, _ = asyncio.run(run_bench(base, requests, model=MODEL, max_duration_s=120))
     arrays = records.to_numpy()
     scaled = arrays.select(np.ones(len(arrays), dtype=bool))  # a copy
     for name in ("arrival_s", "first_scheduled_s", "first_token_s", "finish_s"):
         getattr(scaled, name)[:] = getattr(arrays, name) / TIME_SCALE
-    return summarize(scaled)
+    return LiveRun(scaled, gateway)
+
+
+def write_live_dir(out: Path, live: LiveRun, sim: SimResult) -> tuple[Path, Summary, Summary]:
+    """The live and the simulated slice as one run directory and its report.
+
+    Tenants, weights, SLOs and policy are the gateway's (its config, the SLOs
+    brought back to modelled seconds). Returns the report's path and the two
+    summaries (live, simulated) with goodput against those SLOs.
+    """
+    from fairserve.gateway.config import parse_config
+    from fairserve.metrics.fairness import fairness
+    from fairserve.metrics.summary import summarize
+    from fairserve.report.html import write_report
+    from fairserve.report.live import gateway_view
+    from fairserve.report.run_dir import RunData, write_run_dir
+
+    view = gateway_view(parse_config(live.gateway), "fairserve serve --config", TIME_SCALE)
+    summaries = (summarize(live.records, slos=view.slos), sim.summary(slos=view.slos))
+    runs = [
+        RunData(label, records, summary.to_dict(), fairness(records, view.weights).to_dict())
+        for label, records, summary in (
+            ("live gateway", live.records, summaries[0]),
+            ("simulator", sim.records, summaries[1]),
+        )
+    ]
+    config = {**view.config, "time_scale": TIME_SCALE, "slice_duration_s": DURATION_S}
+    write_run_dir(out, "compare", config, runs, weights=view.weights, slos=view.slos)
+    return write_report(out), summaries[0], summaries[1]
 
 
 def print_side_by_side(live: Summary, sim: Summary, console: Any) -> None:
@@ -167,7 +218,7 @@ def print_side_by_side(live: Summary, sim: Summary, console: Any) -> None:
     )
 
 
-def run_simulated() -> Summary:
+def run_simulated() -> SimResult:
     """The same slice on the same modelled deployment."""
     wl = slice_workload()
     engine = EngineConfig(max_num_seqs=MAX_NUM_SEQS, enable_prefix_caching=False)
@@ -178,4 +229,4 @@ def run_simulated() -> Summary:
         max_engine_waiting=1,
         tenants=tuple(wl.tenant_config(n) for n in wl.tenant_names()),
     )
-    return simulate(wl.requests(), config).summary()
+    return simulate(wl.requests(), config)

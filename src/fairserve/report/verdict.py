@@ -222,7 +222,7 @@ def _tenant_sentence(tenant: str, slo: SLO, outcomes: Sequence[TenantOutcome]) -
         )
         return (
             f"{head}: every run meets it for {share}, {name} p99 {_duration_range(p99s)} against "
-            f"{format_duration(limit)}: the choice does not matter for {tenant} here."
+            f"{format_duration(limit)}: the runs do not differ for {tenant} here."
         )
     share = _pct_range([o.met_fraction for o in top])
     phrase = _p99_phrase(name, limit, p99s)
