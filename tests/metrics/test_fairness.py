@@ -45,10 +45,12 @@ def test_skewed_service_lowers_jain_and_grows_the_difference() -> None:
     fair = fairness(backlogged_pair(0.1), window_s=10.0)
     # Per 10 s window: a gets 9 requests, b 1: Jain = (10)^2 / (2 * (81 + 1)).
     assert fair.jain == pytest.approx(100 / 164, rel=1e-6)
-    # a is ahead by 8 requests of 200 service units a window, over the 9 windows
-    # in which both have a request waiting at both edges ([90, 100) ends as the
-    # last two waiting requests are scheduled at t=100).
-    assert fair.max_service_diff == pytest.approx(8 * 200 * 9, rel=1e-9)
+    # a is ahead by 8 requests of 200 service units a window, over the 100 s in
+    # which both have a request queued (until the last two are scheduled at t=100).
+    assert fair.max_service_diff == pytest.approx(8 * 200 * 10, rel=1e-9)
+    # Within any 10 s: at most 9 requests' worth ([91, 101): a's last 9, no b).
+    assert fair.max_window_service_diff == pytest.approx(9 * 200, rel=1e-6)
+    assert fair.to_dict()["window_s"] == 10.0
 
 
 def test_weights_scale_the_service() -> None:
@@ -66,3 +68,28 @@ def test_no_completed_request_gives_nan() -> None:
 
     fair = fairness(RequestRecords().to_numpy())
     assert math.isnan(fair.jain) and fair.to_dict()["jain"] is None
+
+
+def test_a_tenant_served_on_arrival_is_never_backlogged() -> None:
+    # The heavy tenant always has requests queued and takes most of the engine;
+    # the light one's requests are scheduled the moment they arrive. Its whole
+    # demand is served, so there is no unfairness to it to count.
+    rows = [("heavy", 0.0, float(k), float(k + 1), 100, 500) for k in range(100)]
+    rows.append(("heavy", 0.0, 100.0, 101.0, 100, 500))
+    rows += [("light", float(k), float(k), float(k) + 0.5, 100, 5) for k in range(0, 100, 10)]
+    fair = fairness(build(rows), window_s=10.0)
+    assert fair.max_service_diff == 0.0 and fair.max_window_service_diff == 0.0
+    assert fair.windows == 0  # never two tenants backlogged at once
+
+
+def test_service_is_attributed_to_the_steps_that_did_it() -> None:
+    # b's request: a 1,000-token prefill in its first second, then 10 s of decode.
+    # a's request is queued during b's prefill only: the difference counts the
+    # prefill, not a tenth of b's whole service.
+    records = RequestRecords()
+    records.add(0, "b", 0, Outcome.COMPLETED, 0.0, 0.0, 1.0, 11.0, 1000, 10, 0, 0)
+    records.add(1, "a", 0, Outcome.COMPLETED, 0.0, 1.0, 1.5, 2.0, 10, 10, 0, 0)
+    records.add(2, "b", 0, Outcome.COMPLETED, 0.0, 1.0, 1.5, 2.0, 10, 10, 0, 0)
+    fair = fairness(records.to_numpy(), window_s=1.0)
+    # Both backlogged over [0, 1): b is served its 1,000-token prompt, a nothing.
+    assert fair.max_service_diff == pytest.approx(1000.0, rel=1e-6)

@@ -1,22 +1,36 @@
 """Fairness of a run, from its per-request records.
 
-Definitions (DESIGN.md, "Metrics"):
+Definitions (DESIGN.md, "Metrics"; docs/policies.md, "Fairness figures"):
 
-- **Service** of a request: ``input_weight * prompt + output_weight * output``
-  tokens (VTC's weights, 1 and 2 by default), given at a constant rate between
-  its first scheduling and its finish. A tenant's *weighted* service divides
-  its service by the tenant's weight.
-- A tenant is **backlogged** in a time window when it has a request waiting
-  (arrived, not yet scheduled) at both the start and the end of the window —
-  a stand-in for "continuously backlogged", the condition of VTC's bound.
-- **Jain's index**: for each window with at least two backlogged tenants,
-  ``(sum x)^2 / (n * sum x^2)`` over their weighted service ``x`` in the
-  window; the figure is the mean over such windows (1 is perfectly fair).
-- **Maximum service difference** (VTC): for each pair of tenants, the weighted
-  service difference accumulated over the windows where both are backlogged;
-  the largest absolute value it reaches, over all pairs and times.
+- **Service** of a request: ``input_weight * prompt`` tokens given evenly over
+  its prefill (first scheduled to first token) and ``output_weight * output``
+  tokens evenly over its decode (first token to finish): service is attributed
+  to the steps that did it, so a prefill-heavy request is served early, not
+  spread over its whole life. VTC's weights, 1 and 2 by default. A tenant's
+  *weighted* service divides its service by the tenant's weight.
+- A tenant is **backlogged** while it has queued, unserved demand: at least
+  one request that has arrived and has not yet been scheduled. This is exact
+  in time (computed between consecutive record events, not sampled at window
+  edges). A tenant whose requests are all admitted on arrival is never
+  backlogged, however much of the engine another tenant takes.
+- **Service difference** (VTC) of two tenants: the difference of their
+  weighted service accumulated over the time both are backlogged.
+  ``max_service_diff`` is the largest absolute value it reaches over the run
+  (cumulative: it grows over many short stretches of common backlog), over
+  all pairs; ``max_window_service_diff`` the largest absolute difference
+  accumulated within ``window_s`` *inside one stretch of time in which both are
+  continuously backlogged* (sliding), the quantity VTC's bound speaks of.
+- **Jain's index** over backlogged tenants: in each window of ``window_s``,
+  the tenants backlogged for at least half of it, each with its rate of
+  weighted service while backlogged; ``(sum x)^2 / (n * sum x^2)`` over those
+  rates, for windows with at least two such tenants; the figure is the mean
+  over those windows (1 is perfectly fair).
 - **Worst wait**: the longest queueing delay (arrival to first scheduled) of a
   completed request.
+
+``window_s`` defaults to a 200th of the run. Work redone after a preemption
+is not in the records and is not counted. Cost: O(T^2 * R) for T tenants and
+R records.
 """
 
 from __future__ import annotations
@@ -38,6 +52,8 @@ class Fairness:
     max_service_diff: float
     worst_wait_s: float
     windows: int  # windows with at least two backlogged tenants
+    max_window_service_diff: float = float("nan")
+    window_s: float = float("nan")
 
     def to_dict(self) -> dict[str, float | None]:
         """JSON-able figures; NaN becomes None."""
@@ -48,6 +64,8 @@ class Fairness:
         return {
             "jain": clean(self.jain),
             "max_service_diff": clean(self.max_service_diff),
+            "max_window_service_diff": clean(self.max_window_service_diff),
+            "window_s": clean(self.window_s),
             "worst_wait_s": clean(self.worst_wait_s),
         }
 
@@ -71,6 +89,45 @@ def _cumulative_service(
     return (edges * r_s[i] - rs_s[i]) - (edges * r_e[j] - re_e[j])
 
 
+@dataclass(frozen=True)
+class _Timeline:
+    """Per tenant, on the intervals between consecutive events: service and backlog."""
+
+    grid: np.ndarray  # event times, ascending
+    served: np.ndarray  # tenants x intervals: weighted service in each interval
+    backlogged: np.ndarray  # tenants x intervals: backlogged throughout it
+
+
+def _timeline(
+    records: RecordArrays,
+    weights: Mapping[str, float] | None,
+    edges: np.ndarray,
+    input_weight: float,
+    output_weight: float,
+) -> _Timeline:
+    done = records.completed
+    arrival, sched = records.arrival_s[done], records.first_scheduled_s[done]
+    first, finish = records.first_token_s[done], records.finish_s[done]
+    tenant = records.tenant[done]
+    grid = np.unique(np.concatenate((arrival, sched, first, finish, edges)))
+    served, backlogged = [], []
+    for code, name in enumerate(records.tenant_names):
+        mine = tenant == code
+        if not mine.any():
+            continue
+        w = (weights or {}).get(name, 1.0)
+        prompt = input_weight * records.prompt_tokens[done][mine].astype(float)
+        output = output_weight * records.output_tokens[done][mine].astype(float)
+        cum = _cumulative_service(sched[mine], first[mine], prompt, grid)
+        cum = cum + _cumulative_service(first[mine], finish[mine], output, grid)
+        served.append(np.diff(cum) / w)
+        # Requests queued just after each event: arrived by then, not yet scheduled.
+        queued = np.searchsorted(np.sort(arrival[mine]), grid[:-1], side="right")
+        queued -= np.searchsorted(np.sort(sched[mine]), grid[:-1], side="right")
+        backlogged.append(queued > 0)
+    return _Timeline(grid, np.array(served), np.array(backlogged))
+
+
 def fairness(
     records: RecordArrays,
     weights: Mapping[str, float] | None = None,
@@ -78,59 +135,70 @@ def fairness(
     input_weight: float = 1.0,
     output_weight: float = 2.0,
 ) -> Fairness:
-    """Jain's index, VTC service difference and worst wait of a run."""
+    """Jain's index over backlogged tenants, VTC service differences and the worst wait."""
     done = records.completed
     nan = float("nan")
     if not done.any():
         return Fairness(nan, nan, nan, 0)
-    arrival = records.arrival_s[done]
-    sched = records.first_scheduled_s[done]
-    finish = records.finish_s[done]
-    tenant = records.tenant[done]
-    service = (
-        input_weight * records.prompt_tokens[done] + output_weight * records.output_tokens[done]
-    )
-    worst_wait = float(np.max(sched - arrival))
+    arrival, finish = records.arrival_s[done], records.finish_s[done]
+    worst_wait = float(np.max(records.first_scheduled_s[done] - arrival))
     t0, t1 = float(arrival.min()), float(finish.max())
     span = max(t1 - t0, 1e-9)
     width = window_s if window_s is not None else span / 200
     edges = t0 + width * np.arange(math.ceil(span / width) + 1)
-    names = records.tenant_names
-    served, backlogged = [], []
-    for code, name in enumerate(names):
-        mine = tenant == code
-        if not mine.any():
-            continue
-        w = (weights or {}).get(name, 1.0)
-        cum = _cumulative_service(sched[mine], finish[mine], service[mine].astype(float), edges)
-        served.append(np.diff(cum) / w)
-        a_sorted, s_sorted = np.sort(arrival[mine]), np.sort(sched[mine])
-        # Requests waiting at each edge: arrived by then, not yet scheduled.
-        waiting = np.searchsorted(a_sorted, edges, side="right") - np.searchsorted(
-            s_sorted, edges, side="right"
-        )
-        backlogged.append((waiting[:-1] > 0) & (waiting[1:] > 0))
-    x = np.array(served)  # tenants x windows
-    b = np.array(backlogged)
-    return _figures(x, b, worst_wait)
+    line = _timeline(records, weights, edges, input_weight, output_weight)
+    jain, windows = _jain(line, edges, width)
+    cumulative, windowed = _service_differences(line, width)
+    return Fairness(jain, cumulative, worst_wait, windows, windowed, width)
 
 
-def _figures(x: np.ndarray, b: np.ndarray, worst_wait: float) -> Fairness:
-    both = b.sum(axis=0) >= 2
-    nan = float("nan")
-    if not both.any():
-        return Fairness(nan, nan, worst_wait, 0)
-    xb = np.where(b, x, 0.0)[:, both]
-    n = b[:, both].sum(axis=0)
-    total = xb.sum(axis=0)
-    squares = (xb**2).sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        jain_w = np.where(squares > 0, total**2 / (n * squares), 1.0)
-    max_diff = 0.0
+def _service_differences(line: _Timeline, width: float) -> tuple[float, float]:
+    """The largest cumulative and windowed service differences over all pairs."""
+    x, b, grid = line.served, line.backlogged, line.grid
+    cumulative = windowed = 0.0
     for i in range(x.shape[0]):
         for j in range(i + 1, x.shape[0]):
-            pair = b[i] & b[j]
-            if pair.any():
-                diff = np.cumsum(np.where(pair, x[i] - x[j], 0.0))
-                max_diff = max(max_diff, float(np.max(np.abs(diff))))
-    return Fairness(float(np.mean(jain_w)), max_diff, worst_wait, int(both.sum()))
+            both = b[i] & b[j]
+            if not both.any():
+                continue
+            diff = np.concatenate(([0.0], np.cumsum(np.where(both, x[i] - x[j], 0.0))))
+            cumulative = max(cumulative, float(np.max(np.abs(diff))))
+            windowed = max(windowed, _windowed(grid, both, diff, width))
+    return cumulative, windowed
+
+
+def _windowed(grid: np.ndarray, both: np.ndarray, diff: np.ndarray, width: float) -> float:
+    """Largest |diff(t + width) - diff(t)| with t a grid point and [t, t + width] cut at
+    the end of the stretch in which both tenants are continuously backlogged."""
+    n = len(both)
+    index = np.arange(n)
+    # For each interval, the first interval at or after it in which they are not both backlogged.
+    stop = np.minimum.accumulate(np.where(both, n, index)[::-1])[::-1]
+    starts = index[both]
+    target = np.minimum(grid[starts] + width, grid[stop[starts]])
+    ahead = np.interp(target, grid, diff)
+    return float(np.max(np.abs(ahead - diff[starts])))
+
+
+def _jain(line: _Timeline, edges: np.ndarray, width: float) -> tuple[float, int]:
+    """Mean Jain index of backlogged service rates over windows; the number of windows."""
+    grid = line.grid
+    window = np.clip(np.searchsorted(edges, grid[:-1], side="right") - 1, 0, len(edges) - 1)
+    dt = np.diff(grid)
+    n_windows = len(edges)
+    rates, counted = [], []
+    for served, backlogged in zip(line.served, line.backlogged, strict=True):
+        time_b = np.bincount(window, weights=dt * backlogged, minlength=n_windows)
+        service_b = np.bincount(window, weights=served * backlogged, minlength=n_windows)
+        keep = time_b >= 0.5 * width
+        counted.append(keep)
+        rates.append(np.where(keep, service_b / np.maximum(time_b, 1e-12), 0.0))
+    b, x = np.array(counted), np.array(rates)
+    n = b.sum(axis=0)
+    use = n >= 2
+    if not use.any():
+        return float("nan"), 0
+    total, squares = x[:, use].sum(axis=0), (x[:, use] ** 2).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        index = np.where(squares > 0, total**2 / (n[use] * squares), 1.0)
+    return float(np.mean(index)), int(use.sum())
