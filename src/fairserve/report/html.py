@@ -24,7 +24,7 @@ from fairserve.report.plots import figure_png
 from fairserve.report.run_dir import RunDir, read_run_dir
 from fairserve.report.verdict import coinciding_groups, slo_text, verdict
 
-__all__ = ["render_report", "write_report"]
+__all__ = ["PAGE_CSS", "render_report", "write_report"]
 
 _CAPTIONS = {
     "latency_tails": (
@@ -67,7 +67,7 @@ _CAPTIONS = {
     ),
 }
 
-_CSS = """
+PAGE_CSS = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2rem auto;
        max-width: 1200px; padding: 0 1rem; color: #222; }
 h1 { font-size: 1.6rem; margin-bottom: 0.2rem; } h2 { margin-top: 2.2rem; font-size: 1.25rem; }
@@ -218,7 +218,7 @@ def render_report(
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_esc(title)}: {_esc(run.path.name)}</title>",
-        f"<style>{_CSS}</style></head><body>",
+        f"<style>{PAGE_CSS}</style></head><body>",
         f"<h1>{_esc(title)}</h1>",
         f'<p class="meta">{_esc(run.path)} &middot; runs: {_esc(", ".join(run.labels))} '
         f"&middot; {len(run.records):,} request records &middot; tenant weights: "
