@@ -420,7 +420,25 @@ def test_uwfq_virtual_time_overrun_and_refund() -> None:
     b2 = req(5, 2.0, prompt=1, tenant="B", predicted=1)
     policy.push(b2, 2.0)
     v = policy.virtual_time
-    assert policy.finish_tag(b2) == max(v, 4 - 2) + 2
+    # (approx: a tag is kept relative to the tenant's offset, which rounds.)
+    assert policy.finish_tag(b2) == pytest.approx(max(v, 4 - 2) + 2, rel=1e-12)
+
+
+def test_uwfq_retags_queued_requests_when_a_tenant_overruns() -> None:
+    # A burst of A's requests, predicted small (tags 2, 4, 6), queued beside B's
+    # (tags 3, 6, 9): in predicted order they interleave.
+    policy = UwfqPolicy(output_weight=1.0)
+    a = [req(i, 0.0, prompt=1, output=100, tenant="A", predicted=1) for i in range(3)]
+    b = [req(10 + i, 0.0, prompt=1, tenant="B", predicted=2) for i in range(3)]
+    push_all(policy, [*a, *b])
+    assert policy.pop(0.0) is a[0]
+    # A's first request runs 50 tokens past its 2 predicted: every queued tag of A
+    # moves 50 later at once, not only A's next arrival's.
+    before = [policy.finish_tag(r) for r in a[1:]]
+    policy.on_served("A", 1, 51, 1.0)
+    after = [policy.finish_tag(r) for r in a[1:]]
+    assert after == pytest.approx([t + 50 for t in before])  # type: ignore[operator]
+    assert drain(policy) == [10, 11, 12, 1, 2]
 
 
 def test_uwfq_preempted_request_keeps_its_tag_and_victim_is_latest_tag() -> None:

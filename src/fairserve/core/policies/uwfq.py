@@ -23,22 +23,29 @@ Adaptation to token service (ours; the paper schedules Spark tasks):
   u's previous request: a tenant's own requests queue one behind the other
   in the virtual system, and tenants progress side by side. The queued
   request with the smallest ``F`` is served (ties by arrival).
-- Charging per served chunk corrects the predictions: ``on_served`` keeps,
-  per tenant, the predicted work of its dispatched requests not yet
-  consumed. When the service reported exceeds it (a request ran longer than
-  predicted, or was recomputed after a preemption) the excess pushes the
-  tenant's ``F_u`` later, so its next requests pay for it; when a request
-  finishes under its prediction the unused part is refunded. Requests
-  already queued keep their tags (re-tagging them would cost O(n)).
+- Charging per served chunk corrects the predictions, and the correction
+  re-tags the tenant's queued requests at once: ``on_served`` keeps, per
+  tenant, the predicted work of its dispatched requests not yet consumed.
+  When the service reported exceeds it (a request ran longer than
+  predicted, or was recomputed after a preemption) the excess, divided by
+  the tenant's weight, pushes ``F_u`` *and every queued tag of u* later;
+  when a request finishes under its prediction the unused part moves them
+  earlier again. So a burst of under-predicted large requests loses its
+  early tags as soon as the first of them overruns, instead of keeping them
+  while only the tenant's next arrivals pay. Each tenant's queue holds its
+  requests under tags relative to a per-tenant offset, and a heap over the
+  tenants orders them by their head's tag plus offset, so a re-tag is one
+  offset change and one O(log T) re-rank, not O(n).
 - Bounded unfairness: with exact sizes this is weighted fair queuing over
   tenants, whose service lags the fair system by at most one maximal
-  request; prediction errors are charged back as service is reported, so
-  they shift later tags instead of accumulating.
+  request; prediction errors are charged back to the tenant's queued and
+  future tags as service is reported, so they do not accumulate.
 - Not adapted: UWFQ's runtime partitioning (splitting long tasks). A queue
   cannot cut requests; the engine's chunked prefill bounds the prefill side.
 
-Costs: push and pop O(log n), ``remove`` O(1) amortised, ``on_served`` and
-``on_finish`` O(1), ``pick_victim`` O(r).
+Costs, with T tenants queued: push and pop O(log n + log T), ``remove`` O(1)
+amortised (plus a re-rank when it removes a head), ``on_served`` and
+``on_finish`` O(log T), ``pick_victim`` O(r).
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from fairserve.core.model import Request, Tenant
 from fairserve.core.policies._common import (
     KeyedQueue,
     Requeued,
+    TenantHeap,
     Weights,
     check_number,
     check_tokens,
@@ -67,8 +75,9 @@ class UwfqPolicy:
 
     When to use: tenant isolation with low latency for small requests: a
     short request of any tenant finishes early in the virtual system and is
-    served early, while a tenant flooding the server only pushes its own tags
-    later. Push/pop O(log n).
+    served early, while a tenant flooding the server (or whose requests run
+    longer than predicted) only pushes its own tags later.
+    Push/pop O(log n + log T).
     """
 
     charges = True
@@ -85,12 +94,17 @@ class UwfqPolicy:
         self.output_weight = check_number("output_weight", output_weight)
         self.default_output_tokens = check_tokens("default_output_tokens", default_output_tokens)
         self._weight = Weights(tenants)
-        self._queue = KeyedQueue()
+        self._queues: dict[str, KeyedQueue] = {}  # tenant -> its queued requests by raw tag
+        self._heads = TenantHeap()  # queued tenants by their head's tag (raw + offset)
+        self._len = 0
         self.virtual_time = 0.0
         self._last_finish: dict[str, float] = {}  # F_u
+        # Tenant -> what its tags have moved since they were given (corrections / weight):
+        # a request's tag is its raw tag plus its tenant's offset.
+        self._offset: dict[str, float] = {}
         self._active: dict[str, int] = {}  # tenant -> requests queued or running
         self._active_weight = 0.0
-        self._tag: dict[Request, float] = {}  # F_j of queued and running requests
+        self._raw: dict[Request, float] = {}  # raw tags of queued and running requests
         self._size: dict[Request, float] = {}  # predicted cost of running requests
         self._unconsumed: dict[str, float] = {}  # tenant -> predicted cost not yet served
         self._requeued = Requeued()
@@ -102,8 +116,11 @@ class UwfqPolicy:
         return self.input_weight * req.prompt_tokens + self.output_weight * output
 
     def finish_tag(self, req: Request) -> float | None:
-        """The virtual finish time of a queued or running request."""
-        return self._tag.get(req)
+        """The virtual finish time of a queued or running request (corrections included)."""
+        raw = self._raw.get(req)
+        return None if raw is None else raw + self._offset.get(req.tenant, 0.0)
+
+    # -- activity (the virtual system's active weight)
 
     def _enter(self, tenant: str) -> None:
         count = self._active.get(tenant, 0)
@@ -119,63 +136,108 @@ class UwfqPolicy:
             if not any(self._active.values()):
                 self._active_weight = 0.0  # no float drift across idle periods
 
+    # -- the tenants' queues
+
+    def _rank(self, tenant: str) -> None:
+        """Re-rank ``tenant`` by its head's tag, or drop it when its queue is empty."""
+        queue = self._queues[tenant]
+        head = queue.peek()
+        if head is None:
+            self._heads.deactivate(tenant)
+            return
+        tag = self._raw[head] + self._offset.get(tenant, 0.0)
+        if tenant in self._heads.active:
+            self._heads.set(tenant, tag)
+        else:
+            self._heads.score[tenant] = tag
+            self._heads.activate(tenant)
+
+    def _shift(self, tenant: str, amount: float) -> None:
+        """Move ``tenant``'s future and queued tags by ``amount`` of virtual time."""
+        self._last_finish[tenant] = self._last_finish.get(tenant, 0.0) + amount
+        self._offset[tenant] = self._offset.get(tenant, 0.0) + amount
+        if tenant in self._heads.active:
+            self._rank(tenant)
+
+    # -- the Policy protocol
+
     def push(self, req: Request, now: float) -> None:
-        """Tag ``req`` with its virtual finish time and queue it: O(log n)."""
-        if req in self._queue:
+        """Tag ``req`` with its virtual finish time and queue it: O(log n + log T)."""
+        tenant = req.tenant
+        queue = self._queues.get(tenant)
+        if queue is None:
+            queue = self._queues[tenant] = KeyedQueue()
+        if req in queue:
             raise ValueError(f"request {req.id} is already queued")
-        tag = self._tag.get(req)
         if req in self._size:
             # Preempted and queued again: it keeps its tag and its place.
             del self._size[req]
-            assert tag is not None
+            raw = self._raw[req]
         else:
-            tenant = req.tenant
             start = max(self.virtual_time, self._last_finish.get(tenant, 0.0))
             tag = start + self.size(req) / self._weight(tenant)
             self._last_finish[tenant] = tag
+            raw = tag - self._offset.get(tenant, 0.0)
+            self._raw[req] = raw
             self._enter(tenant)
-        self._queue.push(req, tag)
-        self._tag[req] = tag
+        queue.push(req, raw)
+        self._len += 1
+        if queue.peek() is req:
+            self._rank(tenant)
 
     def requeue(self, req: Request, now: float) -> None:
         """Serve a preempted request before the queue (see ``Requeued``); it stays
         dispatched: its tag, predicted size and the tenant's activity are kept."""
-        if req in self._queue:
+        queue = self._queues.get(req.tenant)
+        if queue is not None and req in queue:
             raise ValueError(f"request {req.id} is already queued")
         self._requeued.put(req)
 
     def pop(self, now: float) -> Request | None:
-        """The request with the smallest virtual finish time: O(log n)."""
+        """The request with the smallest virtual finish time: O(log n + log T)."""
         if self._requeued:
             return self._requeued.pop()
-        req = self._queue.pop()
-        if req is not None:
-            size = self.size(req)
-            self._size[req] = size
-            self._unconsumed[req.tenant] = self._unconsumed.get(req.tenant, 0.0) + size
+        tenant = self._heads.min()
+        if tenant is None:
+            return None
+        req = self._queues[tenant].pop()
+        assert req is not None  # a ranked tenant has a queued request
+        self._len -= 1
+        self._rank(tenant)
+        size = self.size(req)
+        self._size[req] = size
+        self._unconsumed[tenant] = self._unconsumed.get(tenant, 0.0) + size
         return req
 
     def peek(self, now: float) -> Request | None:
         """What ``pop`` would return: amortised O(1)."""
         if self._requeued:
             return self._requeued.peek()
-        return self._queue.peek()
+        tenant = self._heads.min()
+        return None if tenant is None else self._queues[tenant].peek()
 
     def remove(self, req: Request) -> bool:
         """Cancel a queued request: O(1) amortised."""
         if self._requeued.remove(req):
             return True  # still dispatched: on_finish settles it
-        if not self._queue.remove(req):
+        queue = self._queues.get(req.tenant)
+        if queue is None:
             return False
-        del self._tag[req]
+        was_head = queue.peek() is req
+        if not queue.remove(req):
+            return False
+        self._len -= 1
+        del self._raw[req]
         self._leave(req.tenant)
+        if was_head:
+            self._rank(req.tenant)
         return True
 
     def __len__(self) -> int:
-        return len(self._queue) + len(self._requeued)
+        return self._len + len(self._requeued)
 
     def on_served(self, tenant: str, prefill_tokens: int, decode_tokens: int, now: float) -> None:
-        """Advance the virtual clock; push the tenant's tags later if it overran."""
+        """Advance the virtual clock; re-tag the tenant's requests later if it overran."""
         cost = self.input_weight * prefill_tokens + self.output_weight * decode_tokens
         if not cost:
             return
@@ -186,8 +248,7 @@ class UwfqPolicy:
             self.virtual_time += cost / self._active_weight
         left = self._unconsumed.get(tenant, 0.0) - cost
         if left < 0:
-            overrun = -left / self._weight(tenant)
-            self._last_finish[tenant] = self._last_finish.get(tenant, 0.0) + overrun
+            self._shift(tenant, -left / self._weight(tenant))
             left = 0.0
         self._unconsumed[tenant] = left
 
@@ -196,15 +257,19 @@ class UwfqPolicy:
         size = self._size.pop(req, None)
         if size is None:
             return  # never dispatched (cancelled while queued) or unknown
-        del self._tag[req]
+        del self._raw[req]
         tenant = req.tenant
         actual = self.input_weight * req.prompt_tokens + self.output_weight * output_tokens
         refund = min(max(size - actual, 0.0), self._unconsumed.get(tenant, 0.0))
         if refund:
             self._unconsumed[tenant] -= refund
-            self._last_finish[tenant] -= refund / self._weight(tenant)
+            self._shift(tenant, -refund / self._weight(tenant))
         self._leave(tenant)
 
     def pick_victim(self, running: Sequence[Request], now: float) -> Request:
         """The running request with the latest virtual finish time (unknown ones first)."""
-        return last_max(running, lambda req: (self._tag.get(req, float("inf")),))
+        return last_max(running, lambda req: (self._tag_or_inf(req),))
+
+    def _tag_or_inf(self, req: Request) -> float:
+        tag = self.finish_tag(req)
+        return float("inf") if tag is None else tag
