@@ -103,6 +103,8 @@ def _flatten(row: Mapping[str, Any]) -> dict[str, Any]:
             flat.update(value)
         elif key == "predictor_error":
             flat.update({f"pred_{k}_tokens": v for k, v in value.items()})
+        elif key == "warnings":  # sentences; one text column, as CSV holds no lists
+            flat[key] = "; ".join(value) or None
         else:
             flat[key] = value
     return flat
