@@ -152,7 +152,12 @@ def test_same_inputs_same_results() -> None:
         assert np.array_equal(getattr(a, column), getattr(b, column))
 
 
-@given(scenarios(), st.sampled_from(["vtc", "uwfq", "sjf", "priority", "oracle-srpt", "fair-sjf"]))
+@given(
+    scenarios(),
+    st.sampled_from(
+        ["vtc", "uwfq", "sjf", "priority", "oracle-srpt", "oracle-srpt:preempt=true", "fair-sjf"]
+    ),
+)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_engine_placement_policies_conserve_requests_and_blocks(
     scenario: tuple[list[Request], EngineConfig, int, int], policy: str
@@ -163,7 +168,7 @@ def test_engine_placement_policies_conserve_requests_and_blocks(
     records = RequestRecords()
     engines = []
     for i in range(instances):
-        own = POLICIES.create(policy)
+        own = POLICIES.build(policy)
         engines.append(Engine(i, MODEL, cfg, records, own))
     # Route on arrival (a huge engine queue cap): each engine's policy orders its queue.
     loop.run(iter(reqs), Cluster(engines, RoundRobinRouter(), FifoPolicy(), 1 << 30))
@@ -179,6 +184,9 @@ CHARGING_WEIGHTS = {
     "fair-sjf": {"a": 1.0, "b": 2.0},
     "wrr": {"a": 1.0, "b": 2.0},
     "uwfq": {"a": 1.0, "b": 1.0},
+    # Not a charging policy, but the engine tells it each sequence's progress and it
+    # preempts for a shorter waiting head: the two engines must agree on that too.
+    "oracle-srpt": {"a": 1.0, "b": 1.0},
 }
 
 
@@ -203,10 +211,11 @@ def simulate_engine_placement(
     from fairserve.core.model import Tenant
     from fairserve.core.policies import POLICIES
 
-    tenants = {name: Tenant(name, weight=w) for name, w in CHARGING_WEIGHTS[policy].items()}
+    weights = CHARGING_WEIGHTS[policy.partition(":")[0]]
+    tenants = {name: Tenant(name, weight=w) for name, w in weights.items()}
     records = RequestRecords()
     engines = [
-        engine_cls(i, MODEL, cfg, records, POLICIES.create(policy, tenants=tenants))
+        engine_cls(i, MODEL, cfg, records, POLICIES.build(policy, tenants=tenants))
         for i in range(instances)
     ]
     fresh = [copy.copy(r) for r in reqs]  # each run its own requests (policies key on them)
@@ -214,7 +223,7 @@ def simulate_engine_placement(
     return records.to_numpy(), engines  # type: ignore[return-value]
 
 
-@given(tenant_scenarios(), st.sampled_from(sorted(CHARGING_WEIGHTS)))
+@given(tenant_scenarios(), st.sampled_from([*sorted(CHARGING_WEIGHTS), "oracle-srpt:preempt=true"]))
 @SETTINGS
 def test_engine_placement_with_charging_policies_agrees_with_the_per_step_engine(
     scenario: tuple[list[Request], EngineConfig, int, int], policy: str

@@ -29,9 +29,10 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from typing import cast
 
 from fairserve.core.model import Outcome, Request
-from fairserve.core.policies.base import Policy
+from fairserve.core.policies.base import Policy, ProgressAware
 from fairserve.metrics.records import NAN, RequestRecords
 from fairserve.sim.config import EngineConfig
 from fairserve.sim.cost import CostModel, DecodeLine
@@ -129,6 +130,11 @@ class Engine:
         self._paused: list[Seq] = []  # decodes left out of the step in flight
         charged = charge_to if charge_to is not None else policy
         self._charged = charged if charged is not None and charged.charges else None
+        # A queue ordered by remaining work, told each sequence's progress (preemptive SRPT).
+        self._progress: ProgressAware | None = None
+        if policy is not None and getattr(policy, "progress_aware", False) is True:
+            self._progress = cast(ProgressAware, policy)
+        self._preempts = self._progress is not None and self._progress.preempts is True
         self.decodes = DecodeSet(self.bs, per_tenant=self._charged is not None)
         # the work in flight: one detailed step, or a run of decode steps
         self._batch: list[tuple[Seq, int]] = []
@@ -257,7 +263,34 @@ class Engine:
             self._fcfs.appendleft(seq)
             return
         self._waiting[seq.req] = seq
-        self.policy.requeue(seq.req, self.now)
+        if self._progress is not None:
+            self._progress.requeue_progress(seq.req, seq.out, seq.todo, self.now)
+        else:
+            self.policy.requeue(seq.req, self.now)
+
+    def _preempt_for_shorter(self, progress: ProgressAware) -> None:
+        """Preempt running requests with more remaining work than a blocked waiting head."""
+        max_seqs, chunk = self.config.max_num_seqs, self.config.max_num_batched_tokens
+        while True:
+            head = self._waiting_head()
+            if head is None:
+                return
+            blocked = len(self.running) >= max_seqs or (
+                cdiv(min(head.todo, chunk), self.bs) > self.pool.free_blocks
+            )
+            if not blocked:
+                return
+            victim: Seq | None = None
+            most = -1.0
+            for seq in self.running.values():  # admission order: the latest wins ties
+                decoding = seq.status is SeqStatus.DECODE
+                out = seq.out_at(self.g) if decoding else seq.out
+                work = progress.remaining(seq.req, out, 0 if decoding else seq.todo - seq.computed)
+                if work >= most:
+                    victim, most = seq, work
+            if victim is None or not progress.remaining(head.req, head.out, head.todo) < most:
+                return
+            self._preempt(victim)
 
     def _victim(self, order: list[Seq]) -> Seq:
         """The running sequence to preempt (FCFS: the most recently admitted, as vLLM)."""
@@ -273,6 +306,9 @@ class Engine:
             self.wake_s = None
             self.version += 1
             return
+        if self._preempts and self.num_waiting:
+            assert self._progress is not None
+            self._preempt_for_shorter(self._progress)
         preempted = self._schedule_running()
         if not preempted:
             self._schedule_waiting()

@@ -21,9 +21,10 @@ so it is for streaming and checking, not for long simulations.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 from fairserve.core.model import Outcome, Request
-from fairserve.core.policies.base import Policy
+from fairserve.core.policies.base import Policy, ProgressAware
 from fairserve.core.policies.fifo import FifoPolicy
 from fairserve.metrics.records import NAN, RequestRecords
 from fairserve.sim.config import EngineConfig
@@ -94,6 +95,9 @@ class StepEngine:
         self.policy: Policy = policy if policy is not None else FifoPolicy()
         charged = charge_to if charge_to is not None else self.policy
         self._charged = charged if charged.charges else None
+        self._progress: ProgressAware | None = None
+        if getattr(self.policy, "progress_aware", False) is True:
+            self._progress = cast(ProgressAware, self.policy)
         self.bs = config.block_size
         self.max_model_len = config.max_model_len or cost.model.max_model_len
         self.pool = BlockPool(kv_blocks(cost, config))
@@ -209,6 +213,9 @@ class StepEngine:
         if not self.running and not self.num_waiting:
             self.wake_s = None
             return
+        progress = self._progress
+        if progress is not None and progress.preempts and self.num_waiting:
+            self._preempt_for_shorter(progress)
         budget = self._schedule_running()
         if budget is not None:
             self._schedule_waiting(budget)
@@ -227,6 +234,29 @@ class StepEngine:
         # The cost model depends on prefill tokens + decode sequences only through their sum.
         dt = self.cost.step_time_s(tokens, 0, kv, pairs, len(self.scheduled), chunks)
         self.wake_s = self.now + dt
+
+    def _preempt_for_shorter(self, progress: ProgressAware) -> None:
+        """As ``Engine._preempt_for_shorter``: a blocked head with less work preempts."""
+        max_seqs, chunk = self.config.max_num_seqs, self.config.max_num_batched_tokens
+        while True:
+            head_req = self.policy.peek(self.now)
+            if head_req is None:
+                return
+            head = self.seqs[head_req]
+            blocked = len(self.running) >= max_seqs or (
+                cdiv(min(head.num_tokens, chunk), self.bs) > self.pool.free_blocks
+            )
+            if not blocked or not self.running:
+                return
+            victim, most = self.running[0], -1.0
+            for seq in self.running:
+                uncomputed = 0 if seq.decoding else seq.num_tokens - seq.computed
+                work = progress.remaining(seq.req, seq.out, uncomputed)
+                if work >= most:
+                    victim, most = seq, work
+            if not progress.remaining(head.req, head.out, head.num_tokens) < most:
+                return
+            self._preempt(victim)
 
     def _schedule_running(self) -> int | None:
         """The running loop; returns the budget left, or None if it preempted."""
@@ -388,7 +418,11 @@ class StepEngine:
         seq.preemptions += 1
         self.preemptions += 1
         self.waiting_prefill_tokens += seq.num_tokens
-        self.policy.requeue(seq.req, self.now)
+        progress = self._progress
+        if progress is not None:
+            progress.requeue_progress(seq.req, seq.out, seq.num_tokens, self.now)
+        else:
+            self.policy.requeue(seq.req, self.now)
 
     # --- inspection ---------------------------------------------------------------------
 

@@ -73,6 +73,33 @@ class Policy(Protocol):
         """Which running request to preempt when KV memory runs out."""
 
 
+@runtime_checkable
+class ProgressAware(Protocol):
+    """A policy that orders by each request's remaining work, which only the engine knows.
+
+    An engine whose own waiting queue is such a policy (its ``progress_aware``
+    attribute is true) puts a preempted request back with ``requeue_progress``
+    (ordered by its remaining work, not at the front) and, when ``preempts``
+    is true, asks before it schedules a step whether the waiting head
+    (blocked: no sequence slot or no KV blocks for its first chunk) has less
+    remaining work than the running request with the most, and if so preempts
+    that one.
+    ``uncomputed_tokens`` are the tokens it must still prefill (its prompt and
+    the output so far after a recompute preemption; 0 while decoding).
+    """
+
+    progress_aware: bool
+    preempts: bool
+
+    def remaining(self, req: Request, output_done: int, uncomputed_tokens: int) -> float:
+        """The work ``req`` still needs, in the policy's units."""
+
+    def requeue_progress(
+        self, req: Request, output_done: int, uncomputed_tokens: int, now: float
+    ) -> None:
+        """Take back a preempted ``req`` and order it by its remaining work."""
+
+
 def tenant_of(tenants: Mapping[str, Tenant], name: str) -> Tenant:
     """The config of tenant ``name``; defaults for a tenant not configured."""
     tenant = tenants.get(name)

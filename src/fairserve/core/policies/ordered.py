@@ -312,28 +312,56 @@ class OracleSjfPolicy(KeyedPolicy):
 
 @POLICIES.register("oracle-srpt")
 class OracleSrptPolicy(KeyedPolicy):
-    """Clairvoyant shortest remaining processing time, at queue level.
+    """Clairvoyant, progress-aware shortest remaining processing time.
 
-    Remaining work = ``prompt_weight * prompt_tokens + output_tokens`` (true
-    lengths). A policy is told service per tenant, not per request, so it
-    cannot know how far a preempted request had got; under recompute
-    preemption the prompt and the tokens already generated are computed again
-    anyway, so the total is an upper bound that is exact for requests never
-    served. The policy cannot preempt on its own either (it is asked for a
-    victim only when KV memory runs out), so at this placement SRPT differs
-    from ``oracle-sjf`` by counting the prompt and by preempting the running
-    request with the most work. Read it as the clairvoyant bound for what a
-    queue-ordering policy can do.
+    Remaining work = ``prompt_weight * uncomputed tokens + output tokens still
+    to generate`` (true lengths); a request never served: ``prompt_weight *
+    prompt_tokens + output_tokens``. Run as an engine's own queue
+    (``placement="engine"``) it is told each sequence's progress
+    (``ProgressAware``): a preempted request waits again under its remaining
+    work, its prompt and output so far to be recomputed counted in, not at the
+    front of the queue. With ``preempt=true`` it is preemptive SRPT within
+    vLLM's recompute preemption: before every step, a waiting head that is
+    blocked (no sequence slot, or no KV blocks for its first chunk) and has
+    less remaining work than the running request with the most preempts that
+    one. Off by default: on the Azure conversation lengths at 95% load
+    (max_num_seqs 64) each preemption's recomputation costs more than the
+    switch gains (mean E2E 17.3 s preemptive, 10.0 s not, fifo 13.5 s). In
+    front of FCFS engines (``placement="gateway"``) it orders the queue by the
+    work of requests never served.
 
-    Parameters: ``prompt_weight`` (1.0). Push/pop O(log n).
+    It is a strong clairvoyant order, not a bound: with batching no order is
+    known to be optimal. The bound is ``fairserve.sim.bound``.
+
+    Parameters: ``prompt_weight`` (1.0), ``preempt`` (false). Push/pop
+    O(log n); the preemption check O(r) per step.
     """
 
+    progress_aware = True
+
     def __init__(
-        self, tenants: Mapping[str, Tenant] | None = None, *, prompt_weight: float = 1.0
+        self,
+        tenants: Mapping[str, Tenant] | None = None,
+        *,
+        prompt_weight: float = 1.0,
+        preempt: bool = False,
     ) -> None:
         super().__init__(tenants)
         self.prompt_weight = check_number("prompt_weight", prompt_weight)
+        if not isinstance(preempt, bool):
+            raise ValueError(f"preempt must be true or false, got {preempt!r}")
+        self.preempts = preempt
 
     def key(self, req: Request) -> float:
-        """The true remaining work in tokens."""
-        return self.prompt_weight * req.prompt_tokens + req.output_tokens
+        """The true work of a request never served, in tokens."""
+        return self.remaining(req, 0, req.prompt_tokens)
+
+    def remaining(self, req: Request, output_done: int, uncomputed_tokens: int) -> float:
+        """Tokens to prefill (weighted) plus output tokens still to generate."""
+        return self.prompt_weight * uncomputed_tokens + (req.output_tokens - output_done)
+
+    def requeue_progress(
+        self, req: Request, output_done: int, uncomputed_tokens: int, now: float
+    ) -> None:
+        """Queue a preempted request under its remaining work (recomputation included)."""
+        self._queue.push(req, self.remaining(req, output_done, uncomputed_tokens))
