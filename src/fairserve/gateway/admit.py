@@ -25,6 +25,7 @@ from fairserve.gateway.flight import Flight
 from fairserve.gateway.ledger import Ledger
 from fairserve.gateway.protocol import ParsedRequest
 from fairserve.gateway.shared import MemoryState, SharedState, StateUnavailable
+from fairserve.gateway.shared.memory import take_local
 from fairserve.gateway.tenants import Tenants, TenantState, rate_limited
 
 
@@ -64,7 +65,11 @@ class Admitter:
             self.tenants.check_request(tenant, parsed.prompt_tokens, max_tokens, queued)
             req = self._request(tenant, parsed, max_tokens, now)
             self._refuse_if_predicted_late(req)
-            wait_s = await state.take_rate(tenant, parsed.prompt_tokens + max_tokens, now)
+            cost_tokens = parsed.prompt_tokens + max_tokens
+            if state.shared:
+                wait_s = await state.take_rate(tenant, cost_tokens, now)
+            else:  # one replica: no round trip, and no coroutine on the hot path
+                wait_s = take_local(tenant, cost_tokens, now)
             if wait_s > 0:
                 raise rate_limited(tenant, wait_s)
         except StateUnavailable:
