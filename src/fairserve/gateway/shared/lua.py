@@ -67,16 +67,17 @@ return {1, '0', tostring(rl), tostring(tl)}
 """
 )
 
-#: Grant up to ``want`` engine slots on one of the given backends, in turn.
+#: Grant up to ``want`` engine slots on one of the given backends, in order.
 #: KEYS: epoch, settle, the last-poll hash of the replicas, then per backend
 #: its leases (sorted set, member -> expiry ms) and its waiters (sorted set,
-#: replica -> when it started waiting). ARGV: me, known epoch, ttl_ms,
+#: replica -> the rank of its head request). ARGV: me, known epoch, ttl_ms,
 #: settle_ms, waiter_ttl_ms (a waiter not heard from in this long has left),
-#: n backends, their caps, then the ``want`` lease names to use.
+#: my rank, n backends, their caps, then the ``want`` lease names to use.
 #: Expired leases are dropped first. A replica is granted slots only when the
-#: backend's free slots exceed the live replicas waiting ahead of it; else it
-#: joins every backend's waiters (once: it keeps its place), so replicas take
-#: freed slots in turn instead of whoever asks first.
+#: backend's free slots exceed the live replicas waiting ahead of it (a lower
+#: rank: the head the fleet's policy would serve first); else it stays among
+#: the backend's waiters, so a freed slot goes to the fleet's best head rather
+#: than to whichever replica asks first.
 #: Returns {status (1 granted, 0 wait, -1 epoch changed, -2 settling), epoch,
 #: backend position (1-based), granted}.
 ACQUIRE = (
@@ -88,12 +89,15 @@ local epoch = check_epoch(me, known, ARGV[4])
 if known ~= '' and epoch ~= known then return {-1, epoch, 0, 0} end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {-2, epoch, 0, 0} end
 local waiter_ttl_ms = tonumber(ARGV[5])
-local n = tonumber(ARGV[6])
-local want = #ARGV - 6 - n
+local rank = ARGV[6]
+local n = tonumber(ARGV[7])
+local want = #ARGV - 7 - n
 local best, best_g = 0, 0
 for i = 1, n do
   local leases, waiters = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
   redis.call('ZREMRANGEBYSCORE', leases, '-inf', now_ms)
+  redis.call('ZADD', waiters, rank, me)
+  redis.call('PEXPIRE', waiters, ttl_ms * 4)
   local ahead = 0
   for _, r in ipairs(redis.call('ZRANGE', waiters, 0, -1)) do
     if r == me then break end
@@ -104,20 +108,14 @@ for i = 1, n do
       ahead = ahead + 1
     end
   end
-  local g = math.min(want, tonumber(ARGV[6 + i]) - redis.call('ZCARD', leases) - ahead)
+  local g = math.min(want, tonumber(ARGV[7 + i]) - redis.call('ZCARD', leases) - ahead)
   if g > best_g then best, best_g = i, g end
 end
 redis.call('HSET', KEYS[3], me, now_ms)
 redis.call('PEXPIRE', KEYS[3], ttl_ms * 4)
-if best == 0 then
-  for i = 1, n do
-    redis.call('ZADD', KEYS[3 + 2 * i], 'NX', now_ms, me)
-    redis.call('PEXPIRE', KEYS[3 + 2 * i], ttl_ms * 4)
-  end
-  return {0, epoch, 0, 0}
-end
+if best == 0 then return {0, epoch, 0, 0} end
 local leases = KEYS[2 + 2 * best]
-for k = 1, best_g do redis.call('ZADD', leases, now_ms + ttl_ms, ARGV[6 + n + k]) end
+for k = 1, best_g do redis.call('ZADD', leases, now_ms + ttl_ms, ARGV[7 + n + k]) end
 redis.call('PEXPIRE', leases, ttl_ms * 4)
 for i = 1, n do redis.call('ZREM', KEYS[3 + 2 * i], me) end
 return {1, epoch, best, best_g}
@@ -146,13 +144,15 @@ return epoch
 )
 
 #: Merge this replica's fair-queuing counter changes and queue lengths into
-#: the fleet's. KEYS: epoch, settle, counters hash, replicas sorted set
-#: (replica -> expiry ms), queued hash (``tenant|replica`` -> requests).
-#: ARGV: me, known epoch, ttl_ms, settle_ms, then per tenant: name, counter
-#: delta since the last sync, the replica's full counter (seeds a counter the
-#: hash lacks: a fresh or restarted Redis), requests queued here. A dead
-#: replica's queue lengths are dropped once its entry expires.
-#: Returns {epoch, then per tenant: fleet counter, fleet queued}.
+#: the fleet's, and read the tenants' bucket levels. KEYS: epoch, settle,
+#: counters hash, replicas sorted set (replica -> expiry ms), queued hash
+#: (``tenant|replica`` -> requests), then each tenant's bucket hash. ARGV: me,
+#: known epoch, ttl_ms, settle_ms, then per tenant: name, counter delta since
+#: the last sync, the replica's full counter (seeds a counter the hash lacks:
+#: a fresh or restarted Redis), requests queued here, requests_per_min and
+#: tokens_per_min (0: none). A dead replica's queue lengths are dropped once
+#: its entry expires. Returns {epoch, then per tenant: fleet counter, fleet
+#: queued, requests level, tokens level ('' for a bucket Redis does not hold)}.
 SYNC = (
     _TIME
     + _EPOCH
@@ -164,10 +164,17 @@ redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now_ms)
 redis.call('PEXPIRE', KEYS[4], ttl_ms * 4)
 local live = {}
 for _, r in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do live[r] = true end
+local function level(key, field, cap)
+  local v = redis.call('HMGET', key, field, field .. '@')
+  local l, s = tonumber(v[1]), tonumber(v[2])
+  if cap == 0 or l == nil or s == nil then return '' end
+  return tostring(math.min(cap, l + math.max(0, now_ms / 1000 - s) * cap / 60))
+end
 local out = {epoch}
 local names = {}
-for pos = 5, #ARGV, 4 do
+for pos = 5, #ARGV, 6 do
   local tenant, delta, full, queued = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2], ARGV[pos + 3]
+  local bucket = KEYS[5 + (pos - 5) / 6 + 1]
   local value
   if redis.call('HEXISTS', KEYS[3], tenant) == 1 then
     value = redis.call('HINCRBYFLOAT', KEYS[3], tenant, delta)
@@ -179,6 +186,8 @@ for pos = 5, #ARGV, 4 do
   names[tenant] = #out + 1
   out[#out + 1] = tostring(value)
   out[#out + 1] = 0
+  out[#out + 1] = level(bucket, 'r', tonumber(ARGV[pos + 4]))
+  out[#out + 1] = level(bucket, 't', tonumber(ARGV[pos + 5]))
 end
 redis.call('PEXPIRE', KEYS[3], 86400000)
 redis.call('PEXPIRE', KEYS[5], ttl_ms * 4)

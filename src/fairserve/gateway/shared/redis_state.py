@@ -121,6 +121,9 @@ class RedisState:
         self._synced: dict[str, float] = {}  # tenant -> fleet counter at the last merge
         self._fleet_queued: dict[str, tuple[int, int]] = {}  # tenant -> (fleet, ours) then
         self._renewed_s = -1.0
+        # Renewals and returns of leases go one at a time: a renewal sent before a
+        # return but arriving after it would bring the returned lease back to life.
+        self._lease_lock = asyncio.Lock()
         self._reconnecting: asyncio.Task[None] | None = None
         self._scheduler: Scheduler | None = None
         self._policy: Policy | None = None
@@ -144,6 +147,7 @@ class RedisState:
         cfg = self.config
         assert cfg.url is not None and self._scheduler is not None
         self._wake = asyncio.Event()
+        self._lease_lock = asyncio.Lock()
         self._client = aioredis.Redis.from_url(
             cfg.url, decode_responses=True, socket_timeout=cfg.timeout_s,
             socket_connect_timeout=cfg.timeout_s, retry=Retry(NoBackoff(), 0),
@@ -342,7 +346,7 @@ class RedisState:
         want = max(1, min(_MAX_GRANT, self._scheduler.queued))
         keys, args = self._common()
         keys.append(self._key("seen"))
-        args.append(self._waiter_ttl_ms())
+        args += [self._waiter_ttl_ms(), repr(self._head_rank())]
         for index in wanted:
             keys += [self._leases[index].key, self._leases[index].waiters]
         by_index = {b.index: b for b in self._scheduler.backends}
@@ -384,6 +388,24 @@ class RedisState:
         await self._call("release", send)
         self._waiting -= gone
 
+    def _head_rank(self) -> float:
+        """Where this replica's next request stands in the fleet's order (lower: sooner).
+
+        A fair policy's rank is the counter of the head's tenant (the fleet's
+        counters, merged every sync), so the fleet serves the tenant with the
+        least service first whichever replica holds its request; other
+        policies rank by arrival (wall clock, comparable across replicas).
+        """
+        assert self._scheduler is not None and self._policy is not None
+        now = self._scheduler.clock()
+        head = self._policy.peek(now)
+        if head is None:  # only retries wait: they go first
+            return float("-inf")
+        counter = getattr(self._policy, "counter", None)
+        if counter is not None:
+            return float(counter(head.tenant))
+        return time.time() - (now - head.arrival_s)
+
     def _release_unused(self) -> None:
         for index, leases in self._leases.items():
             if leases.idle and index not in self._wanted:
@@ -391,30 +413,32 @@ class RedisState:
                 leases.idle = []
 
     async def _flush_releases(self) -> None:
-        pending = {i: names for i, names in self._releases.items() if names}
-        if not pending:
-            return
-        assert self._client is not None
-        client = self._client
+        async with self._lease_lock:
+            pending = {i: list(names) for i, names in self._releases.items() if names}
+            if not pending:
+                return
+            assert self._client is not None
+            client = self._client
 
-        async def send() -> None:
-            async with client.pipeline(transaction=False) as pipe:
-                for index, names in pending.items():
-                    pipe.zrem(self._leases[index].key, *names)
-                await pipe.execute()
+            async def send() -> None:
+                async with client.pipeline(transaction=False) as pipe:
+                    for index, names in pending.items():
+                        pipe.zrem(self._leases[index].key, *names)
+                    await pipe.execute()
 
-        await self._call("release", send)
-        for index, names in pending.items():
-            del self._releases[index][: len(names)]
+            await self._call("release", send)
+            for index, names in pending.items():
+                del self._releases[index][: len(names)]
 
     async def _renew(self) -> None:
-        keys, args = self._common()
-        for leases in self._leases.values():
-            held = leases.held()
-            keys.append(leases.key)
-            args += [len(held), *held]
-        self.epoch = await self._call("renew", lambda: self._script("RENEW", keys, args))
-        self._renewed_s = time.monotonic()
+        async with self._lease_lock:
+            keys, args = self._common()
+            for leases in self._leases.values():
+                held = leases.held()
+                keys.append(leases.key)
+                args += [len(held), *held]
+            self.epoch = await self._call("renew", lambda: self._script("RENEW", keys, args))
+            self._renewed_s = time.monotonic()
 
     # ------------------------------------------------------------ counters
     async def _sync_worker(self) -> None:
@@ -441,20 +465,29 @@ class RedisState:
         queued = [t.queued for t in tenants]
         keys, args = self._common()
         keys += [self._key("counters"), self._key("replicas"), self._key("queued")]
+        keys += [self._key(f"rate:{t.name}") for t in tenants]
         for t, full, q in zip(tenants, before, queued, strict=True):
-            args += [t.name, full - self._synced.get(t.name, 0.0), full, q]
+            caps = [b.capacity if b is not None else 0 for b in (t.requests, t.tokens)]
+            args += [t.name, full - self._synced.get(t.name, 0.0), full, q, *caps]
         reply = await self._call("sync", lambda: self._script("SYNC", keys, args))
+        assert self._scheduler is not None
+        now_s = self._scheduler.clock()
         epoch = reply[0]
         if self.epoch and epoch != self.epoch:
             self.epoch = epoch
             await self._renew()
         self.epoch = epoch
         for i, t in enumerate(tenants):
-            fleet = float(reply[1 + 2 * i])
+            counter_s, fleet_queued, requests, tokens = reply[1 + 4 * i : 5 + 4 * i]
+            fleet = float(counter_s)
             if add is not None and fleet != before[i]:
                 add(t.name, fleet - before[i])  # changes since ``before`` stay on top
             self._synced[t.name] = fleet
-            self._fleet_queued[t.name] = (int(reply[2 + 2 * i]), queued[i])
+            self._fleet_queued[t.name] = (int(fleet_queued), queued[i])
+            # the buckets' fleet levels: what this replica seeds a restarted Redis with
+            for bucket, value in ((t.requests, requests), (t.tokens, tokens)):
+                if bucket is not None and value != "":
+                    bucket.level, bucket.stamp_s = float(value), now_s
         if add is not None:
             self._scheduler_dispatch()
 
