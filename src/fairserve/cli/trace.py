@@ -43,14 +43,22 @@ def stats_command(
     bin_s: Annotated[
         float | None, typer.Option("--bin-s", help="Bin width of the rate-over-time series.")
     ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict", help="ServeGen: fail on a client without usable length histograms."
+        ),
+    ] = False,
 ) -> None:
     """Rate over time, inter-arrival CV, length percentiles, tenant shares, prefix reuse."""
     err = Console(stderr=True, soft_wrap=True)
     options: dict[str, Any] = {}
     if source.suffix.lower() not in (".yaml", ".yml"):
         options = {"fmt": fmt, "skip_bad_rows": skip_bad_rows}
-    elif fmt is not None or skip_bad_rows:
-        raise fail("--format and --skip-bad-rows apply to trace files, not specs")
+        if strict:  # only ServeGen takes it; another format says so
+            options["strict"] = True
+    elif fmt is not None or skip_bad_rows or strict:
+        raise fail("--format, --skip-bad-rows and --strict apply to trace files, not specs")
     try:
         workload = load(source, **options)
         stats = compute_stats(workload, bin_s=bin_s)
@@ -58,6 +66,8 @@ def stats_command(
         raise fail(str(exc)) from None
     if workload.skipped_rows:
         err.print(f"skipped {workload.skipped_rows} malformed rows", highlight=False)
+    for warning in stats["warnings"]:
+        err.print(f"warning: {warning}", highlight=False)
     if plot is not None:
         from fairserve.workload.plot import plot_workload
 
@@ -124,6 +134,14 @@ def _print_human(stats: dict[str, Any]) -> None:
             _fmt(info["output_tokens_mean"]),
         )
     console.print(tenants)
+    _print_conversations(console, stats.get("conversation_stats"))
+    timestamps = stats.get("timestamps")
+    if timestamps is not None:
+        console.print(
+            f"zero gaps between arrivals: {timestamps['zero_gap_share']:.1%}"
+            + (" (timestamps batched)" if timestamps["batched"] else ""),
+            highlight=False,
+        )
 
     series = stats["rate_over_time"]
     rates = series["rate_per_s"]
@@ -133,6 +151,22 @@ def _print_human(stats: dict[str, Any]) -> None:
             f"min {min(rates):.3f}, max {max(rates):.3f} req/s  {_sparkline(rates)}",
             highlight=False,
         )
+
+
+def _print_conversations(console: Console, conv: dict[str, Any] | None) -> None:
+    if conv is None:
+        return
+    table = Table(
+        title=f"conversations: {conv['conversations']:,} "
+        f"({conv['multi_turn_share']:.1%} with more than one turn)"
+    )
+    table.add_column("")
+    for col in ("mean", "p50", "p90", "p99", "max"):
+        table.add_column(col, justify="right")
+    for name, key in (("turns", "turns"), ("interval between turns (s)", "turn_interval_s")):
+        summary = conv[key]
+        table.add_row(name, *(_fmt(summary.get(c)) for c in ("mean", "p50", "p90", "p99", "max")))
+    console.print(table)
 
 
 def _sparkline(values: list[float]) -> str:

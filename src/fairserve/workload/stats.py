@@ -11,6 +11,21 @@ Definitions, so that numbers can be checked independently:
     whose hash already appeared in an earlier block (a prefix-cache upper
     bound with infinite cache).
   * ``tenants``: each tenant's share of the requests (rows).
+  * ``rate_over_time``: arrivals per bin over the bin's width; the last bin
+    ends at the last arrival, so it is divided by its real width (a last bin
+    under half the width is joined to the one before it, so one arrival in a
+    sliver is not a spike).
+  * ``timestamps``: ``zero_gap_share``, the share of gaps between consecutive
+    arrivals that are exactly 0, and ``batched``: true when more than
+    :data:`BATCHED_ZERO_GAPS` of them are (arrival times recorded in batches:
+    the inter-arrival CV then measures the batching, not the traffic);
+    ``quantum_s``, the most common non-zero gap in that case.
+  * ``conversation_stats`` (traces with conversation ids): turns per
+    conversation (mean, p50, p90, p99, max; a one-request conversation has one
+    turn) and the interval between consecutive turns of one conversation
+    (arrival to arrival, seconds).
+  * ``warnings``: sentences about figures not to be read at face value (the
+    reader's, e.g. ServeGen clients skipped, then batched timestamps).
 """
 
 from __future__ import annotations
@@ -23,6 +38,8 @@ import numpy as np
 from fairserve.workload.base import Workload
 
 PERCENTILES = (50, 90, 99)
+#: More than this share of zero gaps between arrivals: timestamps come in batches.
+BATCHED_ZERO_GAPS = 0.5
 
 
 def length_summary(values: np.ndarray) -> dict[str, float]:
@@ -76,15 +93,70 @@ def rate_over_time(workload: Workload, bin_s: float | None = None) -> dict[str, 
         bin_s = _nice_bin(span / 60)
     if not bin_s > 0:
         raise ValueError(f"bin_s must be > 0, got {bin_s}")
-    n_bins = max(1, math.ceil(span / bin_s + 1e-12))
+    n_bins = max(1, math.ceil(span / bin_s - 1e-9))
+    last_s = span - (n_bins - 1) * bin_s  # the last bin ends at the last arrival
+    if n_bins > 1 and last_s < bin_s / 2:  # a sliver: joined to the bin before it
+        n_bins -= 1
+        last_s += bin_s
     counts = np.bincount(
         np.minimum(((arr - start) / bin_s).astype(np.int64), n_bins - 1), minlength=n_bins
     )
+    # A partial last bin is divided by its own width, not the full one.
+    widths = np.full(n_bins, bin_s)
+    widths[-1] = last_s if last_s > 1e-9 else bin_s
     return {
         "bin_s": bin_s,
         "start_s": [start + i * bin_s for i in range(n_bins)],
-        "rate_per_s": (counts / bin_s).tolist(),
+        "rate_per_s": (counts / widths).tolist(),
+        "last_bin_s": float(widths[-1]),
     }
+
+
+def timestamp_batching(arrival_s: np.ndarray) -> dict[str, Any] | None:
+    """Share of zero gaps, whether timestamps come in batches, the batch quantum (None: < 3 rows)."""
+    if arrival_s.size < 3:
+        return None
+    gaps = np.diff(np.sort(arrival_s))
+    zero = float(np.mean(gaps == 0))
+    out: dict[str, Any] = {"zero_gap_share": zero, "batched": zero > BATCHED_ZERO_GAPS}
+    if out["batched"]:
+        nonzero = np.round(gaps[gaps > 0], 6)
+        if nonzero.size:
+            values, counts = np.unique(nonzero, return_counts=True)
+            out["quantum_s"] = float(values[np.argmax(counts)])
+    return out
+
+
+def conversation_stats(workload: Workload) -> dict[str, Any] | None:
+    """Turns per conversation and the interval between turns; None without conversation ids."""
+    ids = workload.conversation_id
+    if ids is None or len(workload) == 0:
+        return None
+    _, inverse, turns = np.unique(
+        np.asarray(ids, dtype=str), return_inverse=True, return_counts=True
+    )
+    order = np.lexsort((workload.arrival_s, inverse))
+    same = inverse[order][1:] == inverse[order][:-1]
+    intervals = np.diff(workload.arrival_s[order])[same]
+    return {
+        "conversations": int(turns.size),
+        "multi_turn_share": float(np.mean(turns > 1)),
+        "turns": _clean_dict(length_summary(turns.astype(np.float64))),
+        "turn_interval_s": _clean_dict(length_summary(intervals)),
+    }
+
+
+def _warnings(workload: Workload, batching: dict[str, Any] | None) -> list[str]:
+    out = [str(w) for w in workload.meta.get("warnings", [])]
+    if batching is not None and batching["batched"]:
+        quantum = batching.get("quantum_s")
+        out.append(
+            f"{batching['zero_gap_share']:.0%} of the gaps between arrivals are 0: the "
+            "timestamps come in batches"
+            + (f" (most often {quantum:g} s apart)" if quantum is not None else "")
+            + ", so the inter-arrival CV measures the batching, not the traffic"
+        )
+    return out
 
 
 def _nice_bin(raw_s: float) -> float:
@@ -104,6 +176,7 @@ def compute_stats(workload: Workload, *, bin_s: float | None = None) -> dict[str
     duration = workload.duration_s
     ok = slice(None) if workload.failed is None else ~workload.failed
     codes = workload.tenant_codes
+    batching = timestamp_batching(workload.arrival_s)
     counts = np.bincount(codes, minlength=len(workload.tenant_table)) if n else np.zeros(0)
     per_tenant: dict[str, Any] = {}
     for code, name in enumerate(workload.tenant_table):
@@ -140,9 +213,12 @@ def compute_stats(workload: Workload, *, bin_s: float | None = None) -> dict[str
         "conversations": None
         if workload.conversation_id is None
         else len(set(workload.conversation_id.tolist())),
+        "conversation_stats": conversation_stats(workload),
+        "timestamps": batching,
         "rate_over_time": rate_over_time(workload, bin_s),
+        "warnings": _warnings(workload, batching),
     }
-    for key in ("records_read", "truncated", "clients", "clients_skipped"):
+    for key in ("records_read", "truncated", "clients", "clients_skipped", "skipped_clients"):
         if key in workload.meta:
             out[key] = workload.meta[key]
     return out

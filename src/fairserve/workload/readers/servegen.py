@@ -18,8 +18,12 @@ set so that the mean gap is ``1/rate``, because ``p2`` does not reproduce the
 window's rate in the published files (it appears to be fitted on another time
 unit). The client is the tenant (``client-<id>``).
 
-A client without a ``dataset.json`` cannot be sampled: in a folder it is
-skipped and counted in ``meta["clients_skipped"]``; named alone, it is an error.
+A client whose ``dataset.json`` is absent, empty, not valid JSON or without a
+usable histogram cannot be sampled. In a folder it is skipped: counted in
+``meta["clients_skipped"]`` and described in ``meta["skipped_clients"]`` (the
+client, why, and its share of the folder's request rate over the sampled
+span, from its ``trace.csv``), and ``meta["warnings"]`` says how much of the
+load went missing; with ``strict=True``, or named alone, it is an error.
 """
 
 from __future__ import annotations
@@ -206,6 +210,39 @@ def _window_arrivals(window: _Window, rate: float, rng: np.random.Generator) -> 
     return times[times < WINDOW_S]
 
 
+@dataclass(frozen=True, slots=True)
+class SkippedClient:
+    """A client of a folder that could not be sampled, and how much load it carried."""
+
+    client: str
+    reason: str
+    rate_share: float  # of the folder's mean request rate over the sampled span
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able."""
+        return {"client": self.client, "reason": self.reason, "rate_share": self.rate_share}
+
+
+def _mean_rate(windows: list[_Window], start_s: float, duration_s: float) -> float:
+    """Requests per second a client's windows offer over ``[start_s, start_s + duration_s)``."""
+    end_s = start_s + duration_s
+    total = 0.0
+    for w in windows:
+        overlap = min(w.start_s + WINDOW_S, end_s) - max(w.start_s, start_s)
+        if overlap > 0:
+            total += w.rate_per_s * overlap
+    return total / duration_s
+
+
+def _skipped_warning(skipped: list[SkippedClient], clients: int) -> str:
+    share = sum(c.rate_share for c in skipped)
+    names = ", ".join(f"{c.client} ({c.rate_share:.1%}: {c.reason})" for c in skipped)
+    return (
+        f"skipped {len(skipped)} of {clients} ServeGen clients without usable length "
+        f"histograms, {share:.1%} of the request rate: {names}"
+    )
+
+
 def _client_files(path: Path) -> list[tuple[str, Path]]:
     if path.is_dir():
         found = []
@@ -241,13 +278,15 @@ def read_servegen(
     rate_scale: float = 1.0,
     seed: int = 0,
     skip_bad_rows: bool = False,
+    strict: bool = False,
 ) -> Workload:
     """Sample ``duration_s`` seconds of ServeGen traffic starting at ``start_s``.
 
     ``path`` is a folder of clients (e.g. ``servegen/language/m-small``) or one
     ``chunk-<client>-trace.csv``. ``clients`` restricts to some client ids;
     ``rate_scale`` multiplies every window's rate. Arrivals are relative to
-    ``start_s``. Same seed, same workload.
+    ``start_s``. Same seed, same workload. ``strict``: a client without usable
+    length histograms is an error instead of skipped with a warning.
     """
     path = Path(path)
     if not (duration_s > 0 and start_s >= 0 and rate_scale > 0):
@@ -264,33 +303,40 @@ def read_servegen(
     outputs: list[np.ndarray] = []
     tenant_codes: list[np.ndarray] = []
     names: list[str] = []
-    skipped_clients: list[str] = []
+    unusable: list[tuple[str, str, float]] = []  # client, reason, mean rate
+    rates: list[float] = []
     skipped_rows = 0
     for client, trace in files:
-        dataset_path = trace.with_name(f"chunk-{client}-dataset.json")
-        if not dataset_path.exists():
-            if path.is_dir():
-                skipped_clients.append(client)
-                continue
-            raise TraceError(f"{trace}: no {dataset_path.name} beside it (length histograms)")
         windows, bad = _read_windows(trace, skip_bad_rows)
         skipped_rows += bad
+        rate = _mean_rate(windows, start_s, duration_s)
+        rates.append(rate)
         # One independent stream per client, keyed by the client id, so that
         # restricting ``clients`` does not change the others' requests.
         rng = np.random.default_rng([seed, _client_key(client)])
-        times, prompt, output = _sample_client(
-            windows, _Dataset(dataset_path), start_s, duration_s, rate_scale, rng
-        )
+        try:
+            times, prompt, output = _sample_client(
+                windows, _dataset(trace, client), start_s, duration_s, rate_scale, rng
+            )
+        except TraceError as exc:
+            if strict or not path.is_dir():
+                raise
+            unusable.append((client, str(exc).removeprefix(f"{trace.parent}/"), rate))
+            continue
         if times.size:
             arrivals.append(times)
             prompts.append(prompt)
             outputs.append(output)
             tenant_codes.append(np.full(times.size, len(names), dtype=np.int32))
         names.append(f"client-{client}")
+    total_rate = sum(rates)
+    skipped = [
+        SkippedClient(c, why, r / total_rate if total_rate > 0 else 0.0) for c, why, r in unusable
+    ]
     if not arrivals:
         raise TraceError(
             f"{path}: no requests in [{start_s}, {start_s + duration_s}) s "
-            f"({len(skipped_clients)} clients without dataset.json skipped)"
+            f"({len(skipped)} clients without usable dataset.json skipped)"
         )
     prompt_all = np.concatenate(prompts)
     output_all = np.concatenate(outputs)
@@ -306,13 +352,28 @@ def read_servegen(
             "source": str(path),
             "format": "servegen",
             "clients": len(names),
-            "clients_skipped": len(skipped_clients),
+            "clients_skipped": len(skipped),
+            "skipped_clients": [c.to_dict() for c in skipped],
+            "warnings": [_skipped_warning(skipped, len(files))] if skipped else [],
             "start_s": start_s,
             "seed": seed,
             # Histograms include 0-token entries; a request needs >= 1 token.
             "lengths_raised_to_1": clamped,
         },
     )
+
+
+def _dataset(trace: Path, client: str) -> _Dataset:
+    """The client's length histograms; :class:`TraceError` saying why there are none."""
+    path = trace.with_name(f"chunk-{client}-dataset.json")
+    if not path.exists():
+        raise TraceError(f"{trace}: no {path.name} beside it (length histograms)")
+    try:
+        if path.stat().st_size == 0:
+            raise TraceError(f"{path}: the file is empty")
+        return _Dataset(path)
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
 
 
 def _sample_client(
