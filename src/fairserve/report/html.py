@@ -198,7 +198,8 @@ def _verdict_block(sentences: Sequence[str]) -> str:
         return (
             '<section class="verdict" id="verdict"><h2>Verdict</h2><p>No tenant has an SLO, '
             "so there is nothing to judge the runs against: give tenants an <code>slo</code> "
-            "in the workload spec or the gateway config.</p></section>"
+            "in the workload spec or the gateway config (a run directory written before "
+            "fairserve stored SLOs has none: run it again).</p></section>"
         )
     items = "".join(f"<li>{_esc(text)}</li>" for text in sentences)
     return f'<section class="verdict" id="verdict"><h2>Verdict</h2><ul>{items}</ul></section>'
