@@ -13,13 +13,15 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fairserve.core.model import Request
 from fairserve.gateway.app import Gateway
 from fairserve.gateway.backends.openai_http import UpstreamError
 from fairserve.gateway.flight import Flight
 from fairserve.gateway.protocol import Endpoint, parse_request
-from fairserve.gateway.relay import Answer, parse_block
+from fairserve.gateway.relay import Answer, _event_block, parse_block
 from fairserve.gateway.tenants import Tenants
 from tests.gateway.helpers import KEY_A, MODEL, ended_total, gateway_config, gateway_thread
 from tests.gateway.servers import (
@@ -305,3 +307,62 @@ def test_an_over_estimated_prompt_is_taken_back(scripted: tuple[str, Gateway, An
             SCRIPTED_PROMPT_TOKENS + 2 * CHAT_OUTPUT_TOKENS
         )
     assert _tokens(gateway, "prompt") == 2 * SCRIPTED_PROMPT_TOKENS
+
+
+# -- the one-parse reader of whole blocks against the event-by-event reader
+_CHUNKS = [
+    {"choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": None}]},
+    {"choices": [{"index": 0, "delta": {"reasoning_content": "r"}}]},
+    {"choices": [{"index": 0, "delta": {"tool_calls": [{"function": {"arguments": "{"}}]}}]},
+    {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    {"choices": [{"index": 0, "delta": {"content": "x"}}, {"index": 1, "delta": {"content": ""}}]},
+    {"choices": [{"index": 0, "text": "t"}]},
+    {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}},
+    {"choices": [{"index": 0, "delta": {"content": "u"}}], "usage": {"completion_tokens": 1}},
+    {"error": {"message": "boom"}},
+    {"object": "unknown", "n": 10**30},
+]
+_OTHER_EVENTS = [b"data: [DONE]", b": keep-alive", b"data: hello", b"data: 7", b"event: x\ndata: {}",
+                 b'data:{"choices":[{"delta":{"content":"c"}}]}', b'data: {"a":1},{"b":2}']  # fmt: skip
+
+
+def _encoded(chunk: dict[str, Any], style: int) -> bytes:
+    if style == 0:
+        return b"data: " + json.dumps(chunk, separators=(",", ":")).encode()
+    if style == 1:
+        return b"data: " + json.dumps(chunk).encode()
+    return b"data: " + json.dumps(chunk, indent=1).replace("\n", "\ndata: ").encode()
+
+
+def _read(block: bytes, include_usage: bool, reader: Any) -> tuple[Any, ...]:
+    flight = _flight(include_usage=include_usage)
+    try:
+        parsed = reader(flight, block)
+    except UpstreamError:
+        return ("error",)
+    return parsed.out, parsed.tokens, parsed.done, parsed.chunks, flight.usage
+
+
+_CHUNK_EVENT = st.tuples(st.sampled_from(range(len(_CHUNKS))), st.sampled_from([0, 0, 0, 1, 2]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    events=st.lists(
+        st.one_of(  # mostly blocks as engines write them, so both readers run often
+            *[_CHUNK_EVENT.map(lambda pick: _encoded(_CHUNKS[pick[0]], pick[1]))] * 6,
+            st.sampled_from(_OTHER_EVENTS),
+        ),
+        max_size=8,
+    ),
+    done=st.booleans(),
+    include_usage=st.booleans(),
+)
+def test_a_block_read_in_one_parse_reads_as_event_by_event(
+    events: list[bytes], done: bool, include_usage: bool
+) -> None:
+    block = b"".join(e + b"\n\n" for e in events) + (b"data: [DONE]\n\n" if done else b"")
+    if not block:
+        return
+    fast = _read(block, include_usage, parse_block)
+    assert fast == _read(block, include_usage, _event_block)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,6 +86,20 @@ def _draining_server(config: Any, gateway: Any, grace_s: float, delay_s: float =
     return DrainingServer(config)
 
 
+def _freeze_startup_heap() -> None:
+    """Keep the objects made at start-up out of the cyclic collector's full passes.
+
+    The server process holds about 100,000 objects once its modules are
+    imported (a full collection of them took 67 ms here); each full pass the
+    collector runs under load stalls every request in flight for that long,
+    which showed as a p99 of 75-90 ms at 400 req/s against 3 ms without it.
+    Frozen objects are never collected, so this runs once, right before
+    serving, after a collection of whatever start-up left behind.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def serve_cmd(
     config: Annotated[Path, Opt(help="Gateway YAML (see examples/gateway.yaml).")],
     port: Annotated[int | None, Opt(help="Port (overrides server.port).")] = None,
@@ -114,6 +129,7 @@ def serve_cmd(
     server = _draining_server(
         uv, app.state.gateway, server_cfg.drain_grace_s, server_cfg.drain_delay_s
     )
+    _freeze_startup_heap()
     server.run()
 
 
@@ -164,7 +180,9 @@ def engine_cmd(
         app = create_engine_app(settings)
     except (ValueError, UnknownProfileError) as exc:
         raise _fail(str(exc)) from exc
-    uvicorn.Server(_uvicorn_config(app, host, port, access_log)).run()
+    server = uvicorn.Server(_uvicorn_config(app, host, port, access_log))
+    _freeze_startup_heap()
+    server.run()
 
 
 def register(app: typer.Typer) -> None:

@@ -18,6 +18,9 @@ from starlette.types import Receive, Scope, Send
 
 from fairserve.gateway.errors import APIError
 
+#: How an OpenAI-style event stream ends; nothing after it is for the client.
+END_OF_STREAM = b"data: [DONE]\n\n"
+
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -97,10 +100,21 @@ class EventStream:
         watch = self.watch
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+            complete = False
             async for chunk in self.chunks:
+                if complete:
+                    continue  # past [DONE]: read to the end (the upstream connection is reused)
+                if chunk.endswith(END_OF_STREAM):
+                    # The stream's last event: sent as the last body message, so the
+                    # server writes it and the end of the chunked body at once.
+                    watch.finish()
+                    complete = True
+                    await send({"type": "http.response.body", "body": chunk, "more_body": False})
+                    continue
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            watch.finish()
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if not complete:
+                watch.finish()
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not (watch.gone or watch.aborted):
                 raise

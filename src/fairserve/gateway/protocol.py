@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+import orjson
+
 from fairserve.gateway.errors import APIError, bad_request
 
 CHARS_PER_TOKEN = 4
@@ -29,6 +31,7 @@ MAX_JSON_DEPTH = 64
 #: Integer fields are at most this (vLLM's and most engines' int32 fields).
 MAX_INT = 2**31 - 1
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_LONG_INTEGER = re.compile(rb"\d{19}")
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 
@@ -85,6 +88,11 @@ def parse_json(raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> dict[str, Any]:
     """
     if not raw:
         raise bad_request("the request body is empty; send a JSON object")
+    body = _fast_json(raw)
+    if body is not None:
+        if raw.count(b"[") + raw.count(b"{") > max_depth and _depth(body) > max_depth:
+            raise _too_deep(max_depth)
+        return body
     try:
         text = raw.decode("utf-8")  # strict: JSON bodies are UTF-8 (RFC 8259), no surrogates
         body = json.loads(text, parse_float=_finite_float, parse_constant=_no_constant)
@@ -100,6 +108,23 @@ def parse_json(raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> dict[str, Any]:
     if _SURROGATE_ESCAPE.search(text) is not None:
         _check_surrogates(body)
     return body
+
+
+def _fast_json(raw: bytes) -> dict[str, Any] | None:
+    """The body read by orjson where that reads it as the checks below would, else None.
+
+    orjson refuses what :func:`parse_json` refuses (invalid UTF-8, lone
+    surrogates, NaN, numbers beyond a double, nesting past 1024); an integer
+    too long for 64 bits it reads as a float, so such bodies go to the
+    stdlib decoder, which keeps them exact.
+    """
+    if _LONG_INTEGER.search(raw) is not None:
+        return None
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None  # the stdlib path says what is wrong
+    return body if isinstance(body, dict) else None
 
 
 def _finite_float(text: str) -> float:

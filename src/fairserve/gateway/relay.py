@@ -134,9 +134,16 @@ def parse_block(flight: Flight, block: bytes) -> Block:
 
     Records the engine's usage on the flight; drops the usage chunk when the
     client did not ask for it; raises :class:`UpstreamError` on an error event.
-    The loop runs once per streamed token, so its common case (one ``data:``
-    line holding a JSON object that orjson reads) is written out inline.
+    A block as engines write them (one-line ``data:`` events, each a JSON
+    object) is read in one go (:func:`_uniform_block`); any other, event by
+    event, with the common case of that loop written out inline.
     """
+    uniform = _uniform_block(flight, block)
+    return uniform if uniform is not None else _event_block(flight, block)
+
+
+def _event_block(flight: Flight, block: bytes) -> Block:
+    """:func:`parse_block` for any block: event by event."""
     chunks: list[dict[str, Any]] = []
     keep: list[bytes] = []
     tokens = 0
@@ -180,6 +187,61 @@ def parse_block(flight: Flight, block: bytes) -> Block:
         keep.append(event)
     out = block if not dropped else b"".join(e + b"\n\n" for e in keep)
     return Block(out, chunks, tokens, done)
+
+
+_DONE_EVENT = DONE + b"\n\n"
+_NEXT_EVENT = b"\n\ndata: "
+
+
+def _uniform_block(flight: Flight, block: bytes) -> Block | None:
+    """``block`` read with one JSON parse, or None when it must be read event by event.
+
+    The events' payloads are joined into one JSON array (``\\n\\ndata: ``
+    cannot occur inside a JSON value, whose strings hold no raw newline) and
+    parsed at once: at 100 one-token events a block, a third of the per-event
+    loop's time. The block qualifies only when the array parses, has exactly
+    one element per event, and every element is an object; an error event, or
+    a usage chunk to drop that is not the block's last event, sends it to the
+    per-event reader too. (A stream built to split one JSON value over
+    several events could still pass these checks; only its live token count
+    would differ, and the engine's usage replaces that count at the end.)
+    """
+    done = block.endswith(_DONE_EVENT)
+    body = block[: -len(_DONE_EVENT)] if done else block
+    if not body:
+        return Block(block, [], 0, done)
+    if not body.startswith(b"data: {") or not body.endswith(b"}\n\n"):
+        return None
+    try:
+        chunks = _FAST_DECODE(b"[" + body[6:-2].replace(_NEXT_EVENT, b",") + b"]")
+    except ValueError:
+        return None
+    if len(chunks) != body.count(b"\n\n"):
+        return None
+    tokens = 0
+    drop_last = False
+    has_output = _has_output
+    for chunk in chunks:
+        if type(chunk) is not dict:
+            return None
+        choices = chunk.get("choices")
+        if choices:
+            for choice in choices:
+                tokens += has_output(choice)
+        elif "error" in chunk:
+            return None  # raised, with its body, by the per-event reader
+        usage = chunk.get("usage")
+        if usage is not None and isinstance(usage, dict):
+            flight.usage = usage
+            if not choices and not flight.parsed.include_usage:
+                if chunk is not chunks[-1]:
+                    return None
+                drop_last = True
+    if drop_last:  # keep everything before the last event (and the [DONE] after it)
+        start = body.rfind(_NEXT_EVENT, 0, len(body) - 2)
+        out = body[: start + 2] if start >= 0 else b""
+        block = out + _DONE_EVENT if done else out
+    return Block(block, chunks, tokens, done)
 
 
 def _data(event: bytes) -> bytes | None:
