@@ -174,7 +174,7 @@ def test_to_dict_keys_and_json(hand: Summary) -> None:
         "requests", "completed", "failed", "cancelled", "sim_time_s", "throughput_tok_s",
         "throughput_req_s", "input_throughput_tok_s", "preemptions", "ttft_s", "tpot_s",
         "e2e_s", "queue_s", "goodput", "kv_utilization", "prefix_cache_hit_rate", "per_tenant",
-        "warnings",
+        "warnings", "slo_concurrency_tpot_s", "slo_concurrency_held",
     }  # fmt: skip
     assert set(data["per_tenant"]["a"]) == {
         "requests", "completed", "ttft_s", "tpot_s", "e2e_s", "queue_s", "goodput",

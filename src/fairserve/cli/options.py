@@ -56,6 +56,7 @@ _OPTIONS: list[tuple[str, Any, Any, Any]] = [
     ("prefix_caching", bool, Opt(help="Prefix caching."), True),
     ("placement", str, Opt(help="Where the policy runs: gateway (global queue) or engine."), "gateway"),
     ("max_engine_waiting", int, Opt(help="Requests queued per engine at most (gateway placement)."), 8),
+    ("slo_concurrency", str, Opt(help="Hold each engine's batch to the tightest TPOT objective: auto (when a tenant has one, gateway placement), on or off."), "auto"),
     ("admission", str | None, Opt(help="Admission, name:key=value,... (slo:model=PATH,slack=0.5: refuse requests predicted to miss their TTFT SLO)."), None),
     ("admission_model", Path | None, Opt(help="Short for --admission slo:model=PATH: a latency model from `fairserve predictor latency --out`."), None),
     ("admission_slack", float | None, Opt(help="With --admission-model: refuse when the predicted TTFT exceeds slack x the SLO (default 1)."), None),

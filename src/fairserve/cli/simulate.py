@@ -108,6 +108,14 @@ def simulate_cmd(
     )
     if not opts["as_json"]:  # in the JSON they are the "warnings" key
         _print_warnings(summary.warnings)
+        if summary.slo_tpot_s is not None:
+            err.print(
+                f"SLO-driven concurrency: batches held to the tightest TPOT objective in force "
+                f"({1000 * summary.slo_tpot_s:.0f} ms at most), {summary.slo_held:,} dispatches "
+                "held back: throughput traded for the objective (--slo-concurrency off: the "
+                "engine limits alone)",
+                highlight=False,
+            )
     if opts["out"] is not None:
         from fairserve.experiments.compare import result_row, write_runs
 

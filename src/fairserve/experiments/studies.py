@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from fairserve.core.model import SLO, Tenant
 from fairserve.core.registry import ComponentSpec
 from fairserve.sim.config import EngineConfig
 from fairserve.sim.run import InstanceSpec, SimConfig, simulate
@@ -30,6 +31,7 @@ class Flood:
     duration_s: float = 300.0
     max_num_seqs: int = 128
     seed: int = 3
+    light_tpot_s: float | None = None  # the light tenant's TPOT objective, if any
 
     def _source(self, tenant: str, rate: float, prompt: float, output: float) -> dict[str, Any]:
         return {
@@ -54,6 +56,8 @@ class Flood:
         light = self._source(
             "light", self.light_rate_per_s, self.light_prompt_tokens, self.light_output_tokens
         )
+        if self.light_tpot_s is not None:
+            light["slo"] = {"name": "light", "tpot_s": self.light_tpot_s}
         sources = [light]
         if with_heavy:
             heavy = self._source(
@@ -63,11 +67,22 @@ class Flood:
         spec = {"seed": self.seed, "duration_s": self.duration_s, "sources": sources}
         return build(parse_spec(spec, "flood"))
 
-    def config(self, policy: str) -> SimConfig:
-        """One Llama-3.1-8B/H100 engine behind the policy's global queue (engine queue of 1)."""
+    def config(self, policy: str, slo_concurrency: str = "auto") -> SimConfig:
+        """One Llama-3.1-8B/H100 engine behind the policy's global queue (engine queue of 1).
+
+        With ``light_tpot_s`` the light tenant carries that TPOT objective, and
+        SLO-driven concurrency (``slo_concurrency``) holds the batch to it.
+        """
         engine = EngineConfig(max_num_seqs=self.max_num_seqs)
+        tenants: tuple[Tenant, ...] = ()
+        if self.light_tpot_s is not None:
+            tenants = (Tenant("light", slo=SLO("light", tpot_s=self.light_tpot_s)),)
         return SimConfig(
-            instances=(InstanceSpec(engine=engine),), policy=policy, max_engine_waiting=1
+            instances=(InstanceSpec(engine=engine),),
+            policy=policy,
+            max_engine_waiting=1,
+            tenants=tenants,
+            slo_concurrency=slo_concurrency,
         )
 
 

@@ -184,6 +184,8 @@ class Summary:
     per_tenant: Mapping[str, TenantSummary] = field(default_factory=dict)
     engine: EngineStats | None = None
     warnings: tuple[str, ...] = ()
+    slo_tpot_s: float | None = None  # SLO-driven concurrency: the tightest objective held to
+    slo_held: int = 0  # ... and the dispatches it held back
 
     def to_dict(self) -> dict[str, Any]:
         """The summary as plain JSON-able data; undefined (NaN) figures are ``None``.
@@ -196,7 +198,10 @@ class Summary:
         (``{"mean", "peak"}``), ``prefix_cache_hit_rate`` and ``per_tenant``
         (tenant -> ``{requests, completed, ttft_s, tpot_s, e2e_s, queue_s,
         goodput, throughput_tok_s}``) and ``warnings`` (sentences about a run whose
-        figures should not be read at face value, see ``metrics.run_warnings``).
+        figures should not be read at face value, see ``metrics.run_warnings``),
+        ``slo_concurrency_tpot_s`` (the tightest TPOT objective the simulator held
+        batches to, null when off) and ``slo_concurrency_held`` (dispatches it held
+        back).
         """
         return {
             "requests": self.requests,
@@ -220,6 +225,8 @@ class Summary:
             "prefix_cache_hit_rate": _json_float(self.prefix_cache_hit_rate),
             "per_tenant": {name: t.to_dict() for name, t in self.per_tenant.items()},
             "warnings": list(self.warnings),
+            "slo_concurrency_tpot_s": self.slo_tpot_s,
+            "slo_concurrency_held": self.slo_held,
         }
 
 
@@ -406,7 +413,10 @@ def summarize(
         throughput_req_s=_per_s(totals.completed.sum(), sim_time_s),
         input_throughput_tok_s=_per_s(prompt_tokens, sim_time_s),
         preemptions=preemptions,
-        **{key: latencies[key][0] for key in _LATENCIES},
+        ttft_s=latencies["ttft_s"][0],
+        tpot_s=latencies["tpot_s"][0],
+        e2e_s=latencies["e2e_s"][0],
+        queue_s=latencies["queue_s"][0],
         goodput=_goodput(
             totals.met.sum(), totals.met_output_tokens.sum(), len(records), sim_time_s
         ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -50,6 +51,7 @@ class InstanceSpec:
 
 
 PLACEMENTS = ("gateway", "engine")
+SLO_CONCURRENCY = ("auto", "on", "off")
 
 #: What a config accepts for a component: a spec, ``name:key=value,...`` or ``{name, params}``.
 ComponentLike = ComponentSpec | str | Mapping[str, Any]
@@ -87,6 +89,14 @@ class SimConfig:
     arrival (``slo:model=PATH,slack=0.5``: those predicted to miss their TTFT
     objective, with a latency model from ``fairserve predictor latency --out``).
 
+    ``slo_concurrency``: ``auto`` (default) holds each engine's batch to the
+    tightest TPOT objective in force when a tenant has one and the placement
+    is ``gateway`` (``Cluster``, "SLO-driven concurrency"); ``on`` requires
+    it, ``off`` leaves the engine limits alone. ``slo_hold_s``: how long an
+    objective stays in force after its tenant's last request ended;
+    ``slo_reserve_seqs``: sequences of the held batch that requests without an
+    objective leave free for those with one.
+
     Components are given as :class:`ComponentSpec`, a ``name:key=value,...``
     string or a ``{name, params}`` mapping, and are held as specs (checked
     against their registry on construction). ``seed`` is handed to every
@@ -103,6 +113,9 @@ class SimConfig:
     tenants: tuple[Tenant, ...] = ()
     seed: int = 0
     reference: bool = False  # the slow per-step engine (tests, validation)
+    slo_concurrency: str = "auto"
+    slo_hold_s: float = 10.0
+    slo_reserve_seqs: int = 4
 
     def __post_init__(self) -> None:
         if not self.instances:
@@ -119,6 +132,22 @@ class SimConfig:
             raise ValueError(
                 f"config: max_engine_waiting must be >= 1, got {self.max_engine_waiting}"
             )
+        if self.slo_concurrency not in SLO_CONCURRENCY:
+            raise ValueError(
+                f"config: slo_concurrency must be one of {', '.join(SLO_CONCURRENCY)}, "
+                f"got {self.slo_concurrency!r}"
+            )
+        if self.slo_concurrency == "on" and self.placement != "gateway":
+            raise ValueError(
+                "config: slo_concurrency on needs placement gateway (the excess waits in "
+                "the policy's global queue)"
+            )
+        if self.slo_reserve_seqs < 0:
+            raise ValueError(
+                f"config: slo_reserve_seqs must be >= 0, got {self.slo_reserve_seqs!r}"
+            )
+        if not self.slo_hold_s >= 0:
+            raise ValueError(f"config: slo_hold_s must be >= 0, got {self.slo_hold_s!r}")
         if self.predictor is None and _needs_predictor(self.router):
             raise ValueError(
                 f"config: router {self.router} ranks instances by predicted output tokens; "
@@ -163,6 +192,7 @@ class SimConfig:
             tenants=tuple(tenants),
             seed=options.get("seed", 0),
             reference=options.get("reference", False),
+            slo_concurrency=options.get("slo_concurrency", "auto"),
         )
 
     def tenant_map(self) -> dict[str, Tenant]:
@@ -187,6 +217,12 @@ class SimConfig:
             return None
         return PREDICTORS.build(self.predictor, **self.context())
 
+    def tpot_objectives(self) -> dict[str, float]:
+        """Tenant -> TPOT objective the cluster holds batches to (empty when off)."""
+        if self.slo_concurrency == "off" or self.placement != "gateway":
+            return {}
+        return {t.name: t.slo.tpot_s for t in self.tenants if t.slo.tpot_s is not None}
+
     def make_admission(self, predictor: Predictor | None = None) -> Admission | None:
         """A fresh instance of the configured admission, or None."""
         if self.admission is None:
@@ -207,6 +243,10 @@ class SimResult:
     # Predicted and actual output tokens of completed requests (empty without a predictor).
     predicted_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     actual_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # SLO-driven concurrency: the tightest TPOT objective it held batches to (None: off)
+    # and how many dispatches it held back.
+    slo_tpot_s: float | None = None
+    slo_held: int = 0
 
     def error(self) -> str | None:
         """Why the run is an error, or None: every request failed (an engine configuration
@@ -224,7 +264,8 @@ class SimResult:
         self, slos: Mapping[str, SLO] | None = None, default_slo: SLO | None = None
     ) -> Summary:
         """The run's summary (latency, throughput, goodput, engine figures)."""
-        return summarize(self.records, slos=slos, default_slo=default_slo, engine=self.engine)
+        summary = summarize(self.records, slos=slos, default_slo=default_slo, engine=self.engine)
+        return dataclasses.replace(summary, slo_tpot_s=self.slo_tpot_s, slo_held=self.slo_held)
 
 
 def build_engines(
@@ -276,6 +317,9 @@ def simulate(
         predictor=predictor,
         admission=config.make_admission(predictor),
         records=records,
+        tpot_s=config.tpot_objectives(),
+        slo_hold_s=config.slo_hold_s,
+        slo_reserve_seqs=config.slo_reserve_seqs,
     )
     start = time.perf_counter()
     warm = getattr(predictor, "warm", None)
@@ -293,6 +337,8 @@ def simulate(
         failure_reasons=dict(records.failure_reasons),
         predicted_tokens=np.asarray(cluster.predicted_tokens, dtype=np.int64),
         actual_tokens=np.asarray(cluster.actual_tokens, dtype=np.int64),
+        slo_tpot_s=min(cluster.tpot_s.values()) if cluster.tpot_s else None,
+        slo_held=cluster.slo_held,
     )
 
 

@@ -22,7 +22,7 @@ from fairserve.metrics.records import RequestRecords
 from fairserve.sim import loop
 from fairserve.sim.cluster import Cluster
 from fairserve.sim.config import EngineConfig
-from fairserve.sim.cost import cost_model
+from fairserve.sim.cost import CostModel, cost_model
 from fairserve.sim.engine import Engine
 
 
@@ -55,6 +55,26 @@ class Probe:
     def wake_s(self) -> float | None:
         """The engine's next step boundary."""
         return self.engine.wake_s
+
+    @property
+    def cost(self) -> CostModel:
+        """The engine's cost model."""
+        return self.engine.cost
+
+    @property
+    def num_decodes(self) -> int:
+        """Running requests past their prefill."""
+        return self.engine.num_decodes
+
+    @property
+    def decode_context_tokens(self) -> int:
+        """KV tokens the engine's decodes read per step."""
+        return self.engine.decode_context_tokens
+
+    @property
+    def queued_prefill_tokens(self) -> int:
+        """Prefill tokens the engine still has to compute."""
+        return self.engine.queued_prefill_tokens
 
     @property
     def version(self) -> int:
