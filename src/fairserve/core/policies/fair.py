@@ -54,6 +54,9 @@ class TenantFairPolicy:
         self._len = 0
         self._last_left: str | None = None
         self._requeued = Requeued()
+        # tenant -> the total its counter was lifted by: a driver merging counters
+        # across gateway replicas merges lifts (a max) apart from charges (a sum)
+        self.lifted: dict[str, float] = {}
 
     # -- what subclasses change
 
@@ -92,7 +95,11 @@ class TenantFairPolicy:
         else:
             floor = None
         own = self.counter(tenant)
-        heap.score[tenant] = own if floor is None or own >= floor else floor
+        if floor is None or own >= floor:
+            heap.score[tenant] = own
+        else:
+            heap.score[tenant] = floor
+            self.lifted[tenant] = self.lifted.get(tenant, 0.0) + (floor - own)
         heap.activate(tenant)
 
     def _drained(self, tenant: str) -> None:
