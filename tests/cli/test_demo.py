@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,8 @@ from pathlib import Path
 def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "fairserve", "demo", *args]
     env = {"COLUMNS": "160", "PATH": "/usr/bin:/bin"}
+    if "FAIRSERVE_PURE_PYTHON" in os.environ:  # the same build as the test run
+        env["FAIRSERVE_PURE_PYTHON"] = os.environ["FAIRSERVE_PURE_PYTHON"]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
 
 
