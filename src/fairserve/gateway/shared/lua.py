@@ -147,10 +147,13 @@ return epoch
 #: the fleet's, and read the tenants' bucket levels. KEYS: epoch, settle,
 #: counters hash, replicas sorted set (replica -> expiry ms), queued hash
 #: (``tenant|replica`` -> requests), then each tenant's bucket hash. ARGV: me,
-#: known epoch, ttl_ms, settle_ms, then per tenant: name, counter delta since
-#: the last sync, the replica's full counter (seeds a counter the hash lacks:
-#: a fresh or restarted Redis), requests queued here, requests_per_min and
-#: tokens_per_min (0: none). A dead replica's queue lengths are dropped once
+#: known epoch, ttl_ms, settle_ms, then per tenant: name, the service charged
+#: here since the last sync (added), the replica's full counter (seeds a
+#: counter the hash lacks: a fresh or restarted Redis; and, when the replica
+#: lifted the tenant since, the floor it lifted to: the fleet's counter
+#: becomes at least that, so two replicas lifting one tenant lift it once),
+#: 1 if lifted, requests queued here, requests_per_min and tokens_per_min
+#: (0: none). A dead replica's queue lengths are dropped once
 #: its entry expires. Returns {epoch, then per tenant: fleet counter, fleet
 #: queued, requests level, tokens level ('' for a bucket Redis does not hold)}.
 SYNC = (
@@ -172,12 +175,16 @@ local function level(key, field, cap)
 end
 local out = {epoch}
 local names = {}
-for pos = 5, #ARGV, 6 do
-  local tenant, delta, full, queued = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2], ARGV[pos + 3]
-  local bucket = KEYS[5 + (pos - 5) / 6 + 1]
+for pos = 5, #ARGV, 7 do
+  local tenant, delta, full, queued = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2], ARGV[pos + 4]
+  local bucket = KEYS[5 + (pos - 5) / 7 + 1]
   local value
   if redis.call('HEXISTS', KEYS[3], tenant) == 1 then
     value = redis.call('HINCRBYFLOAT', KEYS[3], tenant, delta)
+    if ARGV[pos + 3] == '1' and tonumber(full) > tonumber(value) then
+      redis.call('HSET', KEYS[3], tenant, full)
+      value = full
+    end
   else
     redis.call('HSET', KEYS[3], tenant, full)
     value = full
@@ -186,8 +193,8 @@ for pos = 5, #ARGV, 6 do
   names[tenant] = #out + 1
   out[#out + 1] = tostring(value)
   out[#out + 1] = 0
-  out[#out + 1] = level(bucket, 'r', tonumber(ARGV[pos + 4]))
-  out[#out + 1] = level(bucket, 't', tonumber(ARGV[pos + 5]))
+  out[#out + 1] = level(bucket, 'r', tonumber(ARGV[pos + 5]))
+  out[#out + 1] = level(bucket, 't', tonumber(ARGV[pos + 6]))
 end
 redis.call('PEXPIRE', KEYS[3], 86400000)
 redis.call('PEXPIRE', KEYS[5], ttl_ms * 4)

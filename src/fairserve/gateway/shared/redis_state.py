@@ -119,6 +119,7 @@ class RedisState:
         self._waiting: set[int] = set()  # backends whose waiters this replica is among
         self._releases: dict[int, list[str]] = {}
         self._synced: dict[str, float] = {}  # tenant -> fleet counter at the last merge
+        self._lifted: dict[str, float] = {}  # tenant -> the policy's ``lifted`` then
         self._fleet_queued: dict[str, tuple[int, int]] = {}  # tenant -> (fleet, ours) then
         self._renewed_s = -1.0
         # Renewals and returns of leases go one at a time: a renewal sent before a
@@ -391,20 +392,30 @@ class RedisState:
     def _head_rank(self) -> float:
         """Where this replica's next request stands in the fleet's order (lower: sooner).
 
-        A fair policy's rank is the counter of the head's tenant (the fleet's
-        counters, merged every sync), so the fleet serves the tenant with the
-        least service first whichever replica holds its request; other
+        A fair policy's rank is the counter the head's tenant would have once
+        the head is charged at dispatch (the fleet's counters, merged every
+        sync, plus ``input_weight`` x prompt for ``vtc``/``fair-sjf``, 1 for
+        ``wrr``, over the tenant's weight), so the fleet serves the tenant with
+        the least service first whichever replica holds its request; the
+        charge breaks the tie VTC's lift leaves between a returning tenant and
+        the one it was lifted to, as one replica's own heap would. Other
         policies rank by arrival (wall clock, comparable across replicas).
         """
         assert self._scheduler is not None and self._policy is not None
+        policy = self._policy
         now = self._scheduler.clock()
-        head = self._policy.peek(now)
+        head = policy.peek(now)
         if head is None:  # only retries wait: they go first
             return float("-inf")
-        counter = getattr(self._policy, "counter", None)
-        if counter is not None:
-            return float(counter(head.tenant))
-        return time.time() - (now - head.arrival_s)
+        counter = getattr(policy, "counter", None)
+        if counter is None:
+            return time.time() - (now - head.arrival_s)
+        assert self._tenants is not None
+        tenant = self._tenants.by_name.get(head.tenant)
+        weight = tenant.core.weight if tenant is not None else 1.0
+        input_weight = getattr(policy, "input_weight", None)
+        charge = 1.0 if input_weight is None else float(input_weight) * head.prompt_tokens
+        return float(counter(head.tenant)) + charge / weight
 
     def _release_unused(self) -> None:
         for index, leases in self._leases.items():
@@ -462,13 +473,16 @@ class RedisState:
         add = getattr(policy, "add_to_counter", None)
         tenants = list(self._tenants.by_name.values())
         before = [float(counter(t.name)) if counter else 0.0 for t in tenants]
+        lifted: dict[str, float] = getattr(policy, "lifted", {})
+        lifts = [lifted.get(t.name, 0.0) - self._lifted.get(t.name, 0.0) for t in tenants]
         queued = [t.queued for t in tenants]
         keys, args = self._common()
         keys += [self._key("counters"), self._key("replicas"), self._key("queued")]
         keys += [self._key(f"rate:{t.name}") for t in tenants]
-        for t, full, q in zip(tenants, before, queued, strict=True):
+        for t, full, lift, q in zip(tenants, before, lifts, queued, strict=True):
             caps = [b.capacity if b is not None else 0 for b in (t.requests, t.tokens)]
-            args += [t.name, full - self._synced.get(t.name, 0.0), full, q, *caps]
+            charged = full - self._synced.get(t.name, 0.0) - lift
+            args += [t.name, charged, full, 1 if lift > 0 else 0, q, *caps]
         reply = await self._call("sync", lambda: self._script("SYNC", keys, args))
         assert self._scheduler is not None
         now_s = self._scheduler.clock()
@@ -483,6 +497,7 @@ class RedisState:
             if add is not None and fleet != before[i]:
                 add(t.name, fleet - before[i])  # changes since ``before`` stay on top
             self._synced[t.name] = fleet
+            self._lifted[t.name] = self._lifted.get(t.name, 0.0) + lifts[i]
             self._fleet_queued[t.name] = (int(fleet_queued), queued[i])
             # the buckets' fleet levels: what this replica seeds a restarted Redis with
             for bucket, value in ((t.requests, requests), (t.tokens, tokens)):
