@@ -187,6 +187,7 @@ CHARGING_WEIGHTS = {
     # Not a charging policy, but the engine tells it each sequence's progress and it
     # preempts for a shorter waiting head: the two engines must agree on that too.
     "oracle-srpt": {"a": 1.0, "b": 1.0},
+    "fifo": {"a": 1.0, "b": 1.0},  # for the per-tenant prefill cap below
 }
 
 
@@ -264,3 +265,27 @@ def test_a_blocked_head_yields_as_soon_as_the_charges_reorder_the_queue() -> Non
     sched = ordered(fast, "first_scheduled_s")
     finish = ordered(fast, "finish_s")
     assert sched[2] >= finish[1] > sched[3] > 0.5
+
+
+@given(tenant_scenarios(), st.integers(1, 200), st.sampled_from(["gateway", "vtc", "fifo"]))
+@SETTINGS
+def test_a_per_tenant_prefill_cap_agrees_with_the_per_step_engine(
+    scenario: tuple[list[Request], EngineConfig, int, int], prefill_cap: int, where: str
+) -> None:
+    import dataclasses
+
+    reqs, cfg, instances, cap = scenario
+    cfg = dataclasses.replace(cfg, max_tenant_prefill_tokens=prefill_cap)
+    if where == "gateway":
+        fast, fast_engines = simulate(Engine, reqs, cfg, instances, cap)
+        ref, _ = simulate(StepEngine, reqs, cfg, instances, cap)
+    else:
+        fast, fast_engines = simulate_engine_placement(Engine, reqs, cfg, instances, where)
+        ref, _ = simulate_engine_placement(StepEngine, reqs, cfg, instances, where)
+    for column in ("first_scheduled_s", "first_token_s", "finish_s"):
+        np.testing.assert_allclose(
+            ordered(fast, column), ordered(ref, column), rtol=1e-9, atol=1e-12, err_msg=column
+        )
+    for column in ("outcome", "output_tokens", "cached_prompt_tokens", "preemptions"):
+        np.testing.assert_array_equal(ordered(fast, column), ordered(ref, column), err_msg=column)
+    assert_exactly_once_and_conserved(fast, reqs, fast_engines)  # type: ignore[arg-type]

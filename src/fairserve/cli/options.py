@@ -53,6 +53,7 @@ _OPTIONS: list[tuple[str, Any, Any, Any]] = [
     ("block_size", int, Opt(help="Tokens per KV block."), 16),
     ("gpu_memory_utilization", float, Opt(help="Fraction of GPU memory used."), 0.9),
     ("num_gpu_blocks", int | None, Opt(help="Override the KV capacity in blocks."), None),
+    ("max_tenant_prefill_tokens", int | None, Opt(help="Prefill tokens one tenant may take in a step (default: the whole budget)."), None),
     ("prefix_caching", bool, Opt(help="Prefix caching."), True),
     ("placement", str, Opt(help="Where the policy runs: gateway (global queue) or engine."), "gateway"),
     ("max_engine_waiting", int, Opt(help="Requests queued per engine at most (gateway placement)."), 8),

@@ -32,6 +32,7 @@ class Flood:
     max_num_seqs: int = 128
     seed: int = 3
     light_tpot_s: float | None = None  # the light tenant's TPOT objective, if any
+    max_tenant_prefill_tokens: int | None = None  # the engine's per-tenant cap per step
 
     def _source(self, tenant: str, rate: float, prompt: float, output: float) -> dict[str, Any]:
         return {
@@ -73,7 +74,10 @@ class Flood:
         With ``light_tpot_s`` the light tenant carries that TPOT objective, and
         SLO-driven concurrency (``slo_concurrency``) holds the batch to it.
         """
-        engine = EngineConfig(max_num_seqs=self.max_num_seqs)
+        engine = EngineConfig(
+            max_num_seqs=self.max_num_seqs,
+            max_tenant_prefill_tokens=self.max_tenant_prefill_tokens,
+        )
         tenants: tuple[Tenant, ...] = ()
         if self.light_tpot_s is not None:
             tenants = (Tenant("light", slo=SLO("light", tpot_s=self.light_tpot_s)),)

@@ -17,7 +17,9 @@ class EngineConfig:
     chooses it by GPU and version, so set it to match the deployment).
     ``num_gpu_blocks`` overrides the KV capacity the cost model computes
     (vLLM's ``num_gpu_blocks_override``); ``max_model_len`` defaults to the
-    model's context length.
+    model's context length. ``max_tenant_prefill_tokens`` (not in vLLM) caps
+    the prefill tokens of one tenant's requests in a step; a waiting request
+    whose tenant has used its cap waits for the next step.
     """
 
     max_num_batched_tokens: int = 8192
@@ -27,6 +29,9 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     num_gpu_blocks: int | None = None
     max_model_len: int | None = None
+    # Prefill tokens the requests of one tenant may take in one step (None: the whole
+    # budget): a tenant's long prompts then cannot fill every step others decode in.
+    max_tenant_prefill_tokens: int | None = None
 
     def __post_init__(self) -> None:
         checks = (
@@ -47,6 +52,11 @@ class EngineConfig:
                 "max_model_len",
                 self.max_model_len is None or self.max_model_len >= 2,
                 "must be >= 2 or unset",
+            ),
+            (
+                "max_tenant_prefill_tokens",
+                self.max_tenant_prefill_tokens is None or self.max_tenant_prefill_tokens >= 1,
+                "must be >= 1 or unset",
             ),
         )
         for key, ok, what in checks:
@@ -70,4 +80,5 @@ def engine_config_from(options: Mapping[str, Any]) -> EngineConfig:
         gpu_memory_utilization=options["gpu_memory_utilization"],
         enable_prefix_caching=options["prefix_caching"],
         num_gpu_blocks=options["num_gpu_blocks"],
+        max_tenant_prefill_tokens=options.get("max_tenant_prefill_tokens"),
     )

@@ -145,6 +145,7 @@ class Engine:
         self._step_end = 0.0
         self._starting = False  # woken from idle: the first step is planned at wake_s
         self._budget = 0
+        self._tenant_prefill: dict[str, int] = {}  # prefill tokens per tenant, this step
         self._head_blocked = False  # the waiting head did not fit in the KV cache
         self._head_touches_cache = False  # ... and has evictable hits
         # Load as a router could know it: prompt + max_tokens (0 when unset), and
@@ -324,6 +325,18 @@ class Engine:
             self._start_step()
         self.version += 1
 
+    def _tenant_room(self, seq: Seq, chunk: int) -> int:
+        """``chunk`` cut to what ``seq``'s tenant may still prefill in this step."""
+        cap = self.config.max_tenant_prefill_tokens
+        if cap is None:
+            return chunk
+        return min(chunk, cap - self._tenant_prefill.get(seq.req.tenant, 0))
+
+    def _tenant_took(self, seq: Seq, tokens: int) -> None:
+        if self.config.max_tenant_prefill_tokens is not None:
+            tenant = seq.req.tenant
+            self._tenant_prefill[tenant] = self._tenant_prefill.get(tenant, 0) + tokens
+
     def _schedule_running(self) -> bool:
         """Give every running sequence its tokens; True if a preemption was needed."""
         pool, decodes = self.pool, self.decodes
@@ -331,10 +344,17 @@ class Engine:
         budget = self.config.max_num_batched_tokens - decodes.count
         batch = self._batch
         batch.clear()
+        capped = self.config.max_tenant_prefill_tokens is not None
+        if capped:
+            self._tenant_prefill.clear()
         for seq in self.prefilling:
             chunk = min(seq.todo - seq.computed, budget)
+            if capped:
+                chunk = self._tenant_room(seq, chunk)
             if chunk <= 0:
                 continue
+            if capped:
+                self._tenant_took(seq, chunk)
             need += cdiv(seq.computed + chunk, self.bs) - cdiv(seq.computed, self.bs)
             batch.append((seq, chunk))
             budget -= chunk
@@ -344,6 +364,8 @@ class Engine:
             self._budget = budget
             return False
         batch.clear()
+        if capped:
+            self._tenant_prefill.clear()
         return self._schedule_running_exact()
 
     def _schedule_running_exact(self) -> bool:
@@ -360,7 +382,10 @@ class Engine:
                 n_tok = 1
                 blocks = 1 if (g - seq.residue) % bs == 0 else 0
             else:
-                n_tok = min(seq.todo - seq.computed, budget)
+                n_tok = self._tenant_room(seq, min(seq.todo - seq.computed, budget))
+                if n_tok <= 0:
+                    i += 1
+                    continue
                 blocks = cdiv(seq.computed + n_tok, bs) - cdiv(seq.computed, bs)
             scheduled = True
             while blocks > pool.free_blocks:
@@ -368,7 +393,10 @@ class Engine:
                 v_index = order.index(victim)
                 order.pop(v_index)
                 pool.release(granted.pop(victim, 0))
-                budget += tokens.pop(victim, 0)
+                back = tokens.pop(victim, 0)
+                budget += back
+                if victim.status is not SeqStatus.DECODE:
+                    self._tenant_took(victim, -back)
                 self._preempt(victim)
                 if victim is seq:
                     scheduled = False
@@ -380,6 +408,8 @@ class Engine:
             pool.allocate(blocks)
             granted[seq] = blocks
             tokens[seq] = n_tok
+            if seq.status is not SeqStatus.DECODE:
+                self._tenant_took(seq, n_tok)
             budget -= n_tok
             i += 1
         # Decodes left out of this step (after the loop ended) do not advance:
@@ -400,6 +430,7 @@ class Engine:
         if budget <= 0 or not (self._fcfs or self._waiting):
             return  # nothing waiting: the common case, checked without a call
         pool, bs, max_seqs = self.pool, self.bs, self.config.max_num_seqs
+        capped = self.config.max_tenant_prefill_tokens is not None
         while budget > 0 and len(self.running) < max_seqs:
             seq = self._waiting_head()
             if seq is None:
@@ -407,6 +438,10 @@ class Engine:
             hits, touch = self._lookup(seq)
             cached = len(hits) * seq.req.prefix_block_tokens if hits else 0
             chunk = min(seq.todo - cached, budget)
+            if capped:
+                chunk = self._tenant_room(seq, chunk)
+                if chunk <= 0:
+                    break  # its tenant used its prefill tokens of this step
             new_blocks = cdiv(cached + chunk, bs) - cached // bs
             if new_blocks + touch > pool.free_blocks:
                 self._head_blocked = True
@@ -423,6 +458,8 @@ class Engine:
             pool.allocate(new_blocks)
             self._admit(seq, cached)
             self._batch.append((seq, chunk))
+            if capped:
+                self._tenant_took(seq, chunk)
             budget -= chunk
         self._budget = budget
 

@@ -107,6 +107,7 @@ class StepEngine:
         self.seqs: dict[Request, StepSeq] = {}  # every request the engine holds
         self.running: list[StepSeq] = []  # admission order
         self.scheduled: list[tuple[StepSeq, int]] = []
+        self._tenant_prefill: dict[str, int] = {}  # prefill tokens per tenant, this step
         self.outstanding_tokens = 0  # prompt + max_tokens, as Engine
         self.predicted_tokens = 0
         self.waiting_prefill_tokens = 0
@@ -263,18 +264,27 @@ class StepEngine:
         pool = self.pool
         budget = self.config.max_num_batched_tokens
         self.scheduled = []
+        self._tenant_prefill.clear()
         preempted = False
         i = 0
         while i < len(self.running) and budget > 0:
             seq = self.running[i]
             n = min(seq.num_tokens - seq.computed, budget)
+            if not seq.decoding:
+                n = self._tenant_room(seq, n)
+                if n <= 0:
+                    i += 1
+                    continue
             need = cdiv(seq.computed + n, self.bs) - cdiv(seq.computed, self.bs)
             ok = True
             while need > pool.free_blocks:
                 victim_req = self.policy.pick_victim([s.req for s in self.running], self.now)
                 victim = self.seqs[victim_req]
                 v_index = self.running.index(victim)
-                budget += self._unschedule(victim)
+                back = self._unschedule(victim)
+                budget += back
+                if not victim.decoding:
+                    self._tenant_took(victim, -back)
                 self._preempt(victim)
                 preempted = True
                 if victim is seq:
@@ -286,9 +296,22 @@ class StepEngine:
                 break
             pool.allocate(need)
             self.scheduled.append((seq, n))
+            if not seq.decoding:
+                self._tenant_took(seq, n)
             budget -= n
             i += 1
         return None if preempted else budget
+
+    def _tenant_room(self, seq: StepSeq, tokens: int) -> int:
+        """``tokens`` cut to what ``seq``'s tenant may still prefill in this step."""
+        cap = self.config.max_tenant_prefill_tokens
+        if cap is None:
+            return tokens
+        return min(tokens, cap - self._tenant_prefill.get(seq.req.tenant, 0))
+
+    def _tenant_took(self, seq: StepSeq, tokens: int) -> None:
+        tenant = seq.req.tenant
+        self._tenant_prefill[tenant] = self._tenant_prefill.get(tenant, 0) + tokens
 
     def _unschedule(self, seq: StepSeq) -> int:
         """Take ``seq`` out of the step being planned; the budget it had."""
@@ -313,7 +336,9 @@ class StepEngine:
             if hashes and self.config.enable_prefix_caching:
                 hits, touch = pool.lookup(hashes, (seq.num_tokens - 1) // pbt)
             cached = len(hits) * pbt
-            n = min(seq.num_tokens - cached, budget)
+            n = self._tenant_room(seq, min(seq.num_tokens - cached, budget))
+            if n <= 0:
+                break  # its tenant used its prefill tokens of this step
             need = cdiv(cached + n, self.bs) - cached // self.bs
             if need + touch > pool.free_blocks:
                 break
@@ -330,6 +355,7 @@ class StepEngine:
                 seq.first_sched_s = self.now
             self.running.append(seq)
             self.scheduled.append((seq, n))
+            self._tenant_took(seq, n)
             budget -= n
 
     # --- finishing a step -------------------------------------------------------------
