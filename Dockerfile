@@ -7,14 +7,16 @@
 #
 # The gateway runs no simulation, so the simulator is installed pure-Python
 # (FAIRSERVE_PURE_PYTHON=1): no C compiler and no mypy in the build, and the
-# image carries only the base install (no Ray, scikit-learn or test tools).
+# image carries only the base install (no Ray, scikit-learn or test tools) and
+# redis-py, for several replicas sharing state through Redis (docs/gateway.md,
+# "Several replicas").
 
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 FAIRSERVE_PURE_PYTHON=1
 WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
 COPY src ./src
-RUN python -m venv /opt/fairserve && /opt/fairserve/bin/pip install .
+RUN python -m venv /opt/fairserve && /opt/fairserve/bin/pip install ".[redis]"
 
 FROM python:3.11-slim-bookworm
 ENV PATH=/opt/fairserve/bin:$PATH PYTHONUNBUFFERED=1 FAIRSERVE_PURE_PYTHON=1

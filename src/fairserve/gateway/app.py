@@ -66,10 +66,10 @@ class Gateway:
         parts = build_components(config)
         self.policy, self.router, self.predictor = parts.policy, parts.router, parts.predictor
         self.backends = [BackendState(i, b) for i, b in enumerate(config.backends)]
-        self.scheduler = Scheduler(self.policy, self.router, self.backends, clock)
+        self.state = build_state(config.state)  # what the replicas of a deployment share
+        self.scheduler = Scheduler(self.policy, self.router, self.backends, clock, self.state)
         self.upstream = HttpUpstream(self.backends, config.dispatch, self.scheduler.dispatch)
         self.metrics = GatewayMetrics()
-        self.state = build_state(config.state)  # what the replicas of a deployment share
         self.state.bind(self.scheduler, self.policy, self.tenants, self.metrics)
         records = RequestRecords() if config.server.record_requests else None
         self.connector = Connector(self.scheduler, self.upstream, self.metrics, clock)

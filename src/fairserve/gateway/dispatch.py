@@ -13,7 +13,9 @@ max_tokens in flight) allows the request, and, when its engine exposes
 metrics, the engine's own queue of our requests is shorter than
 ``max_engine_waiting``. Keeping engine queues short is what makes the
 gateway's order the one that counts (the same rule as the simulator's
-``max_engine_waiting``).
+``max_engine_waiting``). With several replicas sharing state
+(:mod:`fairserve.gateway.shared`), it must also hold one of the backend's
+``max_concurrency`` slots counted over the fleet (``slots``).
 """
 
 from __future__ import annotations
@@ -22,12 +24,16 @@ import asyncio
 import enum
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from fairserve.core.model import Request
 from fairserve.core.policies.base import Policy
 from fairserve.core.route.base import Router
 from fairserve.gateway.backends.state import BackendState, Load
 from fairserve.gateway.tenants import TenantState
+
+if TYPE_CHECKING:
+    from fairserve.gateway.shared import SharedState
 
 
 class TicketState(enum.Enum):
@@ -70,8 +76,11 @@ class Scheduler:
         router: Router,
         backends: Sequence[BackendState],
         clock: Callable[[], float],
+        slots: SharedState | None = None,
     ) -> None:
         self.policy = policy
+        # With several replicas: a backend's slots counted over the fleet (gateway.shared)
+        self.slots = slots if slots is not None and slots.shared else None
         self.router = router
         self.backends = list(backends)
         self.clock = clock
@@ -125,6 +134,8 @@ class Scheduler:
     def release(self, backend: BackendState, ticket: Ticket) -> None:
         """A request sent to ``backend`` ended: give its capacity back."""
         backend.give_back(ticket.load)
+        if self.slots is not None:
+            self.slots.give_slot(backend)
         self.dispatch()
 
     def dispatch(self) -> None:
@@ -141,9 +152,7 @@ class Scheduler:
         while self._retry:
             ticket = self._retry[0]
             candidates = [
-                b
-                for b in self.backends
-                if b.index not in ticket.exclude and b.has_room(ticket.load.tokens)
+                b for b in self.backends if b.index not in ticket.exclude and self._room(b, ticket)
             ]
             if not candidates:
                 break
@@ -154,7 +163,7 @@ class Scheduler:
             head = policy.peek(now)
             assert head is not None
             ticket = self._queued[head.id]
-            candidates = [b for b in self.backends if b.has_room(ticket.load.tokens)]
+            candidates = [b for b in self.backends if self._room(b, ticket)]
             if not candidates:
                 return
             popped = policy.pop(now)
@@ -163,6 +172,11 @@ class Scheduler:
             self._dequeued(ticket)
             self._assign(ticket, candidates, now)
 
+    def _room(self, backend: BackendState, ticket: Ticket) -> bool:
+        if not backend.has_room(ticket.load.tokens):
+            return False
+        return self.slots is None or self.slots.has_slot(backend)
+
     def _assign(self, ticket: Ticket, candidates: list[BackendState], now: float) -> None:
         if ticket.future.done():  # its waiter was cancelled a moment ago
             self._drop(ticket)
@@ -170,6 +184,8 @@ class Scheduler:
         pos = self.router.choose(ticket.req, candidates, now) if len(candidates) > 1 else 0
         backend = candidates[pos]
         backend.take(ticket.load)
+        if self.slots is not None:
+            self.slots.take_slot(backend)
         ticket.state = TicketState.ASSIGNED
         if ticket.timer is not None:
             ticket.timer.cancel()
