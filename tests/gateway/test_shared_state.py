@@ -76,8 +76,10 @@ def replica_config(upstream: str, redis_url: str | None, **overrides: Any) -> Ga
     """Two tenants in front of one upstream capped at 4; shared state on ``redis_url``."""
     state: dict[str, Any] = {"backend": "memory"}
     if redis_url is not None:
+        # timeout_s: a round trip slower than this counts as an outage (the replica then
+        # decides alone); 1 s keeps a loaded test machine's stalls from looking like one
         state = {"backend": "redis", "url": redis_url, "retry_interval_s": 0.1,
-                 "sync_interval_s": 0.02, "lease_ttl_s": 2.0}  # fmt: skip
+                 "sync_interval_s": 0.02, "lease_ttl_s": 2.0, "timeout_s": 1.0}  # fmt: skip
     state.update(overrides.pop("state", {}))
     backends = [{"url": upstream, "max_concurrency": 4, "metrics": "off"}]
     return gateway_config([upstream], backends=backends, state=state, **overrides)
@@ -165,6 +167,8 @@ def test_rate_limit_holds_fleet_wide(redis: RedisServer, upstream: Upstream, cou
         # refills one request per 5 s; the burst takes well under that)
         assert limit <= codes.count(200) <= limit + 1, codes
         assert codes.count(200) + codes.count(429) == len(codes)
+        for _, gw in running:  # every decision was the fleet's (no outage on the way)
+            assert metric(gw, "fairserve_shared_state_local_decisions_total", kind="rate") == 0
         refused = next(r for r in answers if r.status_code == 429)
         assert refused.json()["error"]["code"] == "rate_limit_exceeded"
         assert wait_until(lambda: books_balance([gw for _, gw in running]))
