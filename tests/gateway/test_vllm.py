@@ -38,17 +38,6 @@ from tests.helpers import wait_until, wait_until_async
 
 pytestmark = pytest.mark.vllm
 
-# Checks that time vLLM's own scheduling. On the 2-core machines CI runs on,
-# vLLM's CPU build admits queued requests in bursts whose order and timing vary
-# from run to run (first tokens held back for seconds, priority honoured in some
-# runs only), so these two pass in some runs and not in others; they run when
-# FAIRSERVE_VLLM_TIMING=1 is set, not in CI.
-timing = pytest.mark.skipif(
-    os.environ.get("FAIRSERVE_VLLM_TIMING") != "1",
-    reason="times vLLM's own scheduling, unreliable on a 2-core CPU machine; "
-    "set FAIRSERVE_VLLM_TIMING=1 to run it",
-)
-
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".vllm-venv"
 MODEL = "tiny"
@@ -193,6 +182,8 @@ def test_openai_client_plain_and_streaming(gateway: tuple[str, Gateway]) -> None
     assert sum(1 for c in chunks if c.choices and c.choices[0].text is not None) >= 1
     assert all(c.usage is None for c in chunks)  # the client did not ask for usage
     # A batch of prompts, n choices each: every choice comes back and is charged.
+    # (A stream's books close just after its client has read [DONE].)
+    assert wait_until(lambda: _balanced(gw))
     charged = _charged(gw, "completion")
     batch = client.completions.create(model=MODEL, prompt=["hello", "world wide"], n=2,
                                       max_tokens=6, extra_body={"ignore_eos": True})  # fmt: skip
@@ -248,7 +239,6 @@ async def _first_token_at(client: httpx.AsyncClient, url: str, key: str, tag: st
                 firsts.append((tag, time.monotonic()))
 
 
-@timing
 def test_priority_pass_through_reorders_vllms_queue(gateway: tuple[str, Gateway]) -> None:
     """Tenant b (priority 1) fills vLLM's batch and twice more its queue; tenant a
     (priority 0) comes last and jumps the queue.
@@ -274,14 +264,19 @@ def test_priority_pass_through_reorders_vllms_queue(gateway: tuple[str, Gateway]
             await asyncio.gather(*low, high)
         return dict(firsts)
 
-    firsts = asyncio.run(run())
-    order = sorted(firsts, key=firsts.__getitem__)
     # First come, first served: a would start alone in a third wave, last of all.
-    assert order.index("a") < len(order) - 1, sorted(firsts.items(), key=lambda kv: kv[1])
-    assert wait_until(lambda: _balanced(gw), timeout_s=15)
+    # One fresh repeat is allowed: on a 2-core machine vLLM's CPU build sometimes
+    # holds a whole wave's first tokens back, which can reorder a single run.
+    for _attempt in range(2):
+        firsts = asyncio.run(run())
+        order = sorted(firsts, key=firsts.__getitem__)
+        assert wait_until(lambda: _balanced(gw), timeout_s=15)
+        if order.index("a") < len(order) - 1:
+            break
+    else:
+        raise AssertionError(sorted(firsts.items(), key=lambda kv: kv[1]))
 
 
-@timing
 def test_client_disconnect_aborts_the_request_inside_vllm(
     vllm: VLLM, gateway: tuple[str, Gateway]
 ) -> None:
@@ -294,6 +289,8 @@ def test_client_disconnect_aborts_the_request_inside_vllm(
             "stream": True}  # fmt: skip
     log = lambda: vllm.log_path.read_text(errors="replace")  # noqa: E731
     aborts = log().count("Aborted request")
+    abort_count = lambda: vllm.metrics().get("vllm:request_success_total/abort", 0.0)  # noqa: E731
+    counted = abort_count()
     start = time.monotonic()
     with httpx.stream("POST", url + "/v1/completions", json=body, timeout=30,
                       headers={"Authorization": f"Bearer {KEY_A}"}) as reply:  # fmt: skip
@@ -303,13 +300,23 @@ def test_client_disconnect_aborts_the_request_inside_vllm(
     first_token_s = time.monotonic() - start
     ended = lambda: gw.outcomes["cancelled"] == cancelled + 1 and _balanced(gw)  # noqa: E731
     assert wait_until(ended, timeout_s=15), (first_token_s, gw.outcomes)
-    aborted = lambda: log().count("Aborted request") > aborts  # noqa: E731
+    # vLLM says it aborted the request: in its log, or in its own finished-request
+    # counter (its log lines are written by another process and can come late).
+    aborted = lambda: log().count("Aborted request") > aborts or abort_count() > counted  # noqa: E731
     assert wait_until(aborted, timeout_s=15), (first_token_s, vllm.tail())
-    idle = lambda: vllm.metrics()["vllm:num_requests_running"] == 0  # noqa: E731
-    assert wait_until(idle, timeout_s=10)
     # vLLM stopped generating before the request's end (its engine runs ahead of the
-    # stream it serves, so some tokens past the hang-up were made).
-    assert vllm.metrics()["vllm:generation_tokens_total"] - generated < max_tokens
+    # stream it serves, so some tokens past the hang-up were made). Its counters,
+    # not its running gauge, which was seen lagging by seconds.
+    tokens = lambda: vllm.metrics()["vllm:generation_tokens_total"]  # noqa: E731
+    last = [tokens()]
+
+    def settled() -> bool:  # no new token in the last second
+        now = tokens()
+        still, last[0] = now == last[0], now
+        return still
+
+    assert wait_until(settled, timeout_s=15, interval_s=1.0)
+    assert tokens() - generated < max_tokens
 
 
 def test_engine_killed_requests_fail_fast_and_the_books_balance(
