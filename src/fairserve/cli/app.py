@@ -26,7 +26,7 @@ from fairserve import __version__, simulator_build
 COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("fairserve.cli.simulate", "Simulate a trace or a synthetic workload on a modelled cluster."),
     "compare": ("fairserve.cli.simulate", "Several policies x predictors x routers on the same workload and seed, side by side."),
-    "demo": ("fairserve.cli.demo", "Three tenants on two simulated H100s: every policy side by side, and a report."),
+    "demo": ("fairserve.cli.demo", "Three tenants on two simulated H100s near capacity: every policy side by side, a verdict and a report."),
     "sweep": ("fairserve.cli.sweep", "Run a grid of simulations (resumable); write a tidy table and load plots."),
     "report": ("fairserve.cli.report", "Write one self-contained HTML report (and PNG plots in RUN_DIR/plots/) for a run."),
     "serve": ("fairserve.cli.gateway", "Run the OpenAI-compatible gateway in front of the configured backends."),
