@@ -93,3 +93,18 @@ def test_service_is_attributed_to_the_steps_that_did_it() -> None:
     fair = fairness(records.to_numpy(), window_s=1.0)
     # Both backlogged over [0, 1): b is served its 1,000-token prompt, a nothing.
     assert fair.max_service_diff == pytest.approx(1000.0, rel=1e-6)
+
+
+def test_client_records_without_a_scheduled_time_count_until_the_first_token() -> None:
+    """A client (fairserve bench) sees no scheduling time: a request counts as queued
+    until its first token, and the skew is still seen (it used to read as Jain 1)."""
+    seen = backlogged_pair(0.1)
+    records = RequestRecords()
+    for i in range(len(seen.arrival_s)):
+        records.add(i, seen.tenant_names[seen.tenant[i]], 0, Outcome.COMPLETED,
+                    float(seen.arrival_s[i]), float("nan"), float(seen.first_token_s[i]),
+                    float(seen.finish_s[i]), int(seen.prompt_tokens[i]),
+                    int(seen.output_tokens[i]), 0, 0)  # fmt: skip
+    client = fairness(records.to_numpy(), window_s=10.0)
+    assert client.jain == pytest.approx(fairness(seen, window_s=10.0).jain, rel=0.02)
+    assert client.jain < 0.7

@@ -113,6 +113,12 @@ def _timeline(
     arrival, sched = records.arrival_s[done], records.first_scheduled_s[done]
     first, finish = records.first_token_s[done], records.finish_s[done]
     tenant = records.tenant[done]
+    # A client's records (fairserve bench) cannot see when the engine scheduled a
+    # request: it counts as queued until its first token, its prompt as served
+    # over the wait for it.
+    unseen = np.isnan(sched)
+    prompt_from = np.where(unseen, arrival, sched)
+    sched = np.where(unseen, first, sched)
     grid = np.unique(np.concatenate((arrival, sched, first, finish)))
     if len(grid) > MAX_GRID_POINTS:
         # Memory and time grow with tenants x events: past this many events, keep
@@ -127,7 +133,7 @@ def _timeline(
         w = (weights or {}).get(name, 1.0)
         prompt = input_weight * records.prompt_tokens[done][mine].astype(float)
         output = output_weight * records.output_tokens[done][mine].astype(float)
-        cum = _cumulative_service(sched[mine], first[mine], prompt, grid)
+        cum = _cumulative_service(prompt_from[mine], first[mine], prompt, grid)
         cum = cum + _cumulative_service(first[mine], finish[mine], output, grid)
         served.append(np.diff(cum) / w)
         # Requests queued just after each event: arrived by then, not yet scheduled.
