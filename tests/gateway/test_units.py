@@ -218,3 +218,53 @@ def test_capacity_follows_the_engines_counts() -> None:
     assert (backend.num_running, backend.num_waiting) == (8, 2)
     backend.forget_engine()
     assert backend.running_cap is None and backend.num_running == backend.inflight
+
+
+def test_the_tpot_batch_limit_follows_the_measured_time_per_token() -> None:
+    cfg = gateway_config(["http://127.0.0.1:1"], backends=[
+        {"url": "http://127.0.0.1:1", "max_concurrency": 64},
+    ])  # fmt: skip
+    backend = BackendState(0, cfg.backends[0])
+    for i in range(20):
+        backend.take(Load(Request(i, 0.0, 10, 10)))
+    assert backend.tpot_allows(reserve=4)  # no objective yet: no limit
+    now = 0.0
+    backend.observe_itl(0.050, now, objective_s=0.030)  # too slow: down to 0.8 x 20
+    assert backend.tpot_limit == 16.0 and not backend.tpot_allows(reserve=0)
+    for k in range(12):  # faster now; within the adjust interval the limit stays
+        backend.observe_itl(0.001, now + 0.01 * (k + 1), objective_s=0.030)
+    assert backend.tpot_limit == 16.0
+    # Fast again, and the limit held a request back (above): one more.
+    backend.observe_itl(0.001, now + 1.0, objective_s=0.030)
+    assert backend.itl_s is not None and backend.itl_s < 0.024 and backend.tpot_limit == 17.0
+    backend.observe_itl(0.001, now + 2.0, objective_s=0.030)  # nothing held since: stays
+    assert backend.tpot_limit == 17.0
+    assert not backend.tpot_allows(reserve=0)  # 20 in flight, limit 17: held
+    backend.observe_itl(0.001, now + 3.0, objective_s=0.030)
+    assert backend.tpot_limit == 18.0
+    backend.observe_itl(0.001, now + 4.0, objective_s=None)  # no objective in force
+    assert backend.tpot_limit is None and backend.tpot_allows(reserve=4)
+
+
+def test_a_tpot_objective_stays_in_force_while_its_tenant_is_active() -> None:
+    cfg = gateway_config(["http://127.0.0.1:1"], tenants={
+        "a": {"api_key": "sk-a", "slo": {"tpot_s": 0.05}},
+        "b": {"api_key": "sk-b", "slo": {"tpot_s": 0.02}},
+        "c": {"api_key": "sk-c"},
+    }, dispatch={"slo_hold_s": 10.0})  # fmt: skip
+    tenants = Tenants(cfg, 0.0)
+    a, b = tenants.by_name["a"], tenants.by_name["b"]
+    scheduler = Scheduler(POLICIES.build("fifo"), ROUTERS.build("least-tokens"), [],
+                          lambda: 0.0, tenants=list(tenants.by_name.values()),
+                          config=cfg.dispatch)  # fmt: skip
+    assert scheduler.tpot_objective_s(100.0) is None
+    a.active = 1
+    assert scheduler.tpot_objective_s(100.0) == 0.05
+    b.active, b.last_end_s = 0, 95.0  # ended 5 s ago: still in force
+    assert scheduler.tpot_objective_s(100.0) == 0.02
+    assert scheduler.tpot_objective_s(106.0) == 0.05
+    off = gateway_config(["http://127.0.0.1:1"], dispatch={"slo_concurrency": "off"},
+                         tenants={"a": {"api_key": "sk-a", "slo": {"tpot_s": 0.05}}})  # fmt: skip
+    quiet = Scheduler(POLICIES.build("fifo"), ROUTERS.build("least-tokens"), [], lambda: 0.0,
+                      tenants=list(Tenants(off, 0.0).by_name.values()), config=off.dispatch)  # fmt: skip
+    assert quiet.tpot_tenants == []

@@ -67,7 +67,15 @@ class Gateway:
         self.policy, self.router, self.predictor = parts.policy, parts.router, parts.predictor
         self.backends = [BackendState(i, b) for i, b in enumerate(config.backends)]
         self.state = build_state(config.state)  # what the replicas of a deployment share
-        self.scheduler = Scheduler(self.policy, self.router, self.backends, clock, self.state)
+        self.scheduler = Scheduler(
+            self.policy,
+            self.router,
+            self.backends,
+            clock,
+            self.state,
+            list(self.tenants.by_name.values()),
+            config.dispatch,
+        )
         self.upstream = HttpUpstream(self.backends, config.dispatch, self.scheduler.dispatch)
         self.metrics = GatewayMetrics()
         self.state.bind(self.scheduler, self.policy, self.tenants, self.metrics)

@@ -122,8 +122,19 @@ class BackendConfig(_Model):
 
 
 class DispatchConfig(_Model):
-    """How the dispatcher reads the engines and checks their health."""
+    """How the dispatcher reads the engines and checks their health.
 
+    ``slo_concurrency``: hold each backend's batch to the size at which its
+    streams' measured time per output token meets the tightest TPOT objective
+    in force (``auto``: on when some tenant has one); ``slo_reserve_seqs``:
+    sequences of that batch a request without an objective leaves free;
+    ``slo_hold_s``: how long an objective stays in force after its tenant's
+    last request ended.
+    """
+
+    slo_concurrency: Literal["auto", "on", "off"] = "auto"
+    slo_reserve_seqs: int = Field(default=4, ge=0)
+    slo_hold_s: float = Field(default=10.0, ge=0)
     metrics_interval_s: float = Field(default=0.5, gt=0)
     health_path: str = "/health"
     health_interval_s: float = Field(default=2.0, gt=0)

@@ -30,6 +30,7 @@ from fairserve.core.model import Request
 from fairserve.core.policies.base import Policy
 from fairserve.core.route.base import Router
 from fairserve.gateway.backends.state import BackendState, Load
+from fairserve.gateway.config import DispatchConfig
 from fairserve.gateway.tenants import TenantState
 
 if TYPE_CHECKING:
@@ -77,8 +78,17 @@ class Scheduler:
         backends: Sequence[BackendState],
         clock: Callable[[], float],
         slots: SharedState | None = None,
+        tenants: Sequence[TenantState] = (),
+        config: DispatchConfig | None = None,
     ) -> None:
         self.policy = policy
+        cfg = config if config is not None else DispatchConfig()
+        # SLO-driven concurrency: the tenants whose TPOT objective holds batches down
+        self.tpot_tenants = [t for t in tenants if t.core.slo.tpot_s]
+        if cfg.slo_concurrency == "off":
+            self.tpot_tenants = []
+        self.slo_reserve_seqs = cfg.slo_reserve_seqs
+        self.slo_hold_s = cfg.slo_hold_s
         # With several replicas: a backend's slots counted over the fleet (gateway.shared)
         self.slots = slots if slots is not None and slots.shared else None
         self.router = router
@@ -87,6 +97,20 @@ class Scheduler:
         self.queued_prompt_tokens = 0  # prompts waiting in the policy (for SLO admission)
         self._queued: dict[int, Ticket] = {}  # in the policy, by request id
         self._retry: deque[Ticket] = deque()  # failed upstream, served before the policy
+        self._objective_s: float | None = None  # the TPOT objective of this dispatch pass
+
+    def tpot_objective_s(self, now_s: float) -> float | None:
+        """The tightest TPOT objective in force: of tenants with requests in the gateway,
+        or whose last one ended within ``slo_hold_s`` (a tenant between two requests
+        keeps its objective)."""
+        tightest: float | None = None
+        hold = self.slo_hold_s
+        for tenant in self.tpot_tenants:
+            if tenant.active or now_s - tenant.last_end_s <= hold:
+                objective = tenant.core.slo.tpot_s
+                if objective is not None and (tightest is None or objective < tightest):
+                    tightest = objective
+        return tightest
 
     @property
     def any_healthy(self) -> bool:
@@ -149,6 +173,7 @@ class Scheduler:
             self._fail_all()
             return
         now = self.clock()
+        self._objective_s = self.tpot_objective_s(now) if self.tpot_tenants else None
         while self._retry:
             ticket = self._retry[0]
             candidates = [
@@ -175,6 +200,11 @@ class Scheduler:
     def _room(self, backend: BackendState, ticket: Ticket) -> bool:
         if not backend.has_room(ticket.load.tokens):
             return False
+        if self._objective_s is not None:
+            # A request without an objective leaves room for one that has one.
+            reserve = 0 if ticket.tenant.core.slo.tpot_s else self.slo_reserve_seqs
+            if not backend.tpot_allows(reserve):
+                return False
         return self.slots is None or self.slots.has_slot(backend)
 
     def _assign(self, ticket: Ticket, candidates: list[BackendState], now: float) -> None:

@@ -48,8 +48,8 @@ class Flight:
 
     __slots__ = (
         "backend", "charged_prompt_tokens", "dispatched_s", "ended", "failed", "first_token_s",
-        "instance", "parsed", "produced", "req", "request_id", "tenant", "ticket", "usage",
-        "watch",
+        "instance", "last_token_s", "parsed", "produced", "req", "request_id", "tenant", "ticket",
+        "usage", "watch",
     )  # fmt: skip
 
     def __init__(self, req: Request, tenant: TenantState, parsed: ParsedRequest) -> None:
@@ -64,6 +64,7 @@ class Flight:
         self.usage: dict[str, Any] | None = None
         self.dispatched_s = NAN
         self.first_token_s = NAN
+        self.last_token_s = NAN  # when its latest tokens were relayed
         self.ended = False
         self.failed = False  # a streamed answer ended with an error event
         self.instance: int | None = None  # index of the last backend it was sent to

@@ -50,6 +50,7 @@ class Ledger:
         self.flights.add(flight)
         self.idle.clear()
         self.admitted += 1
+        flight.tenant.active += 1
         self.metrics.admitted.labels(flight.tenant.name).inc()
         self.metrics.in_flight.labels(flight.tenant.name).inc()
 
@@ -61,6 +62,8 @@ class Ledger:
         if not self.flights:
             self.idle.set()
         now = self.clock()
+        flight.tenant.active -= 1
+        flight.tenant.last_end_s = now
         self._reconcile(flight, now)
         self.connector.unassign(flight)
         self.policy.on_finish(flight.req, flight.produced, now)

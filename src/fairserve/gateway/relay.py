@@ -122,6 +122,13 @@ class Relay:
             flight.first_token_s = now
             # the estimate, unless the engine already reported (vLLM's continuous_usage_stats)
             prefill = flight.charged_prompt_tokens = flight.prompt_tokens
+        else:
+            scheduler = self.connector.scheduler
+            if scheduler.tpot_tenants and flight.backend is not None:
+                # The engine's time per output token, measured on this stream.
+                per_token_s = (now - flight.last_token_s) / tokens
+                flight.backend.observe_itl(per_token_s, now, scheduler.tpot_objective_s(now))
+        flight.last_token_s = now
         flight.produced += tokens
         if flight.ticket is not None:
             flight.ticket.load.output_tokens += tokens  # the backend's batch estimate

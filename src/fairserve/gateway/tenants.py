@@ -67,7 +67,8 @@ def duration(seconds: float) -> str:
 class TenantState:
     """One tenant's configuration and live counters."""
 
-    __slots__ = ("core", "digest", "limits", "name", "queued", "requests", "tokens")
+    __slots__ = ("active", "core", "digest", "last_end_s", "limits", "name", "queued",
+                 "requests", "tokens")  # fmt: skip
 
     def __init__(
         self, name: str, core: Tenant, digest: bytes, limits: LimitsConfig, now_s: float
@@ -76,7 +77,9 @@ class TenantState:
         self.core = core
         self.digest = digest
         self.limits = limits
-        self.queued = 0
+        self.queued = 0  # waiting for a backend
+        self.active = 0  # admitted and not ended (queued, in flight)
+        self.last_end_s = -math.inf  # when its last admitted request ended
         self.requests = (
             TokenBucket(limits.requests_per_min, now_s) if limits.requests_per_min else None
         )

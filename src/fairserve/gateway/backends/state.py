@@ -20,6 +20,9 @@ estimates:
   teach nothing about the batch limit and cannot pull the estimate below
   what the gateway itself sent. Without engine metrics, every request in
   flight counts as running;
+- the time per output token of its streams (``itl_s``, smoothed), from
+  which SLO-driven concurrency sets ``tpot_limit``, the batch that meets the
+  tightest TPOT objective in force (docs/gateway.md);
 - the batch composition (``BatchView``, read by the ``slo-aware`` router and
   ``slo`` admission): a request in flight counts as decoding from its first
   streamed token, with a KV context of its prompt plus the tokens streamed so
@@ -30,9 +33,16 @@ estimates:
 
 from __future__ import annotations
 
+import math
+
 from fairserve.core.model import Request
 from fairserve.gateway.backends.engine_metrics import EngineFigures
 from fairserve.gateway.config import BackendConfig
+
+#: Weight of the newest inter-token figure in a backend's smoothed one.
+ITL_SMOOTHING = 0.2
+#: Seconds between two changes of a backend's TPOT batch limit.
+TPOT_ADJUST_S = 0.5
 
 
 class Load:
@@ -71,6 +81,11 @@ class BackendState:
         self.engine: EngineFigures | None = None  # the last figures the engine reported
         self.running_cap: int | None = None
         self.engine_stale = False  # the last figures counted fewer than the gateway's own
+        # SLO-driven concurrency: the batch that meets the TPOT objective in force
+        self.itl_s: float | None = None  # time per output token of its streams, smoothed
+        self.tpot_limit: float | None = None  # None: not limited by an objective
+        self.tpot_held = False  # the limit held a request back since its last change
+        self._adjust_at_s = -math.inf
         self.sent_since_poll = 0
         self.ended_since_poll = 0
         self.failures = 0
@@ -103,6 +118,42 @@ class BackendState:
         if window is not None and self.inflight and self.inflight_tokens + tokens > window:
             return False
         return self.num_waiting < cfg.max_engine_waiting
+
+    # ----------------------------------------------------------- SLO-driven concurrency
+    def observe_itl(self, per_token_s: float, now_s: float, objective_s: float | None) -> None:
+        """A stream here produced tokens ``per_token_s`` apart; adjust the batch limit.
+
+        Additive increase, multiplicative decrease, at most once per
+        ``TPOT_ADJUST_S``: above the objective the limit drops to 0.8 times
+        the batch the engine holds now (at least one request); comfortably
+        below it (under 0.8 times), and while it held a request back, it
+        grows by one.
+        """
+        a = ITL_SMOOTHING
+        self.itl_s = (
+            per_token_s if self.itl_s is None else self.itl_s + a * (per_token_s - self.itl_s)
+        )
+        if objective_s is None:
+            self.tpot_limit = None
+            return
+        if now_s < self._adjust_at_s:
+            return
+        self._adjust_at_s = now_s + TPOT_ADJUST_S
+        limit = self.tpot_limit if self.tpot_limit is not None else float(max(1, self.inflight))
+        if self.itl_s > objective_s:
+            limit = max(1.0, min(limit, self.inflight) * 0.8)
+        elif self.itl_s < 0.8 * objective_s and self.tpot_held:
+            limit = limit + 1.0
+        self.tpot_held = False
+        self.tpot_limit = min(limit, float(self.config.max_concurrency))
+
+    def tpot_allows(self, reserve: int) -> bool:
+        """Whether one more request (and ``reserve`` after it) fits the TPOT batch limit."""
+        limit = self.tpot_limit
+        if limit is None or self.inflight == 0 or self.inflight + 1 + reserve <= limit:
+            return True
+        self.tpot_held = True  # the limit binds: it may grow while the objective is met
+        return False
 
     def observe_engine(self, figures: EngineFigures) -> None:
         """Fresh figures from the engine's /metrics: they replace the estimate."""
