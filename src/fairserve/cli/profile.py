@@ -35,7 +35,9 @@ def profile_cmd(
     batches: Annotated[str, Opt(help="Concurrent streams per decode probe.")] = "1,8,32,64",
     contexts: Annotated[str, Opt(help="Prompt lengths of the decode streams.")] = "256,2048",
     decode_tokens: Annotated[int, Opt(help="Output tokens of each decode stream.")] = 64,
-    repeats: Annotated[int, Opt(help="Repeats per probe (the median is kept).")] = 3,
+    repeats: Annotated[
+        int, Opt(help="Repeats per probe (prefill: fastest kept; decode: median).")
+    ] = 3,
     api_key: Annotated[str | None, Opt(help="Bearer token, if the engine wants one.")] = None,
 ) -> None:
     """Probe an OpenAI-compatible engine and write the step rows calibrate reads."""

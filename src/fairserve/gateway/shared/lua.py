@@ -77,7 +77,9 @@ return {1, '0', tostring(rl), tostring(tl)}
 #: backend's free slots exceed the live replicas waiting ahead of it (a lower
 #: rank: the head the fleet's policy would serve first); else it stays among
 #: the backend's waiters, so a freed slot goes to the fleet's best head rather
-#: than to whichever replica asks first.
+#: than to whichever replica asks first. With a live replica waiting behind
+#: it, a replica gets one slot (its head's): its next request may rank after
+#: that replica's head, so it asks again with its new head's rank.
 #: Returns {status (1 granted, 0 wait, -1 epoch changed, -2 settling), epoch,
 #: backend position (1-based), granted}.
 ACQUIRE = (
@@ -98,17 +100,23 @@ for i = 1, n do
   redis.call('ZREMRANGEBYSCORE', leases, '-inf', now_ms)
   redis.call('ZADD', waiters, rank, me)
   redis.call('PEXPIRE', waiters, ttl_ms * 4)
-  local ahead = 0
+  local ahead, behind, mine = 0, 0, false
   for _, r in ipairs(redis.call('ZRANGE', waiters, 0, -1)) do
-    if r == me then break end
-    local seen = tonumber(redis.call('HGET', KEYS[3], r))
-    if seen == nil or seen < now_ms - waiter_ttl_ms then
-      redis.call('ZREM', waiters, r)
+    if r == me then
+      mine = true
     else
-      ahead = ahead + 1
+      local seen = tonumber(redis.call('HGET', KEYS[3], r))
+      if seen == nil or seen < now_ms - waiter_ttl_ms then
+        redis.call('ZREM', waiters, r)
+      elseif mine then
+        behind = behind + 1
+      else
+        ahead = ahead + 1
+      end
     end
   end
   local g = math.min(want, tonumber(ARGV[7 + i]) - redis.call('ZCARD', leases) - ahead)
+  if behind > 0 then g = math.min(g, 1) end
   if g > best_g then best, best_g = i, g end
 end
 redis.call('HSET', KEYS[3], me, now_ms)

@@ -327,6 +327,8 @@ class RedisState:
             if not self.up:
                 continue
             try:
+                # Returns first: a slot freed here is then free for this very ask.
+                await self._flush_releases()
                 granted = await self._acquire_wanted()
                 self._release_unused()
                 await self._stop_waiting()
