@@ -34,7 +34,7 @@ def acquire() -> Iterator[Any]:
         def call(replica: str, rank: float, want: int) -> tuple[int, int]:
             """(status, slots granted) for ``replica`` asking ``want`` slots at ``rank``."""
             leases = [f"{replica}:{next(names)}" for _ in range(want)]
-            args = [replica, "", TTL_MS, 1000, 5000, repr(rank), 1, CAP, *leases]
+            args = [replica, "", TTL_MS, 1000, 5000, repr(rank), "t:wake", 1, CAP, *leases]
             status, _, _, granted = script(keys=KEYS, args=args)
             return int(status), int(granted)
 
@@ -66,3 +66,23 @@ def test_with_a_replica_waiting_behind_a_grant_is_one_slot(acquire: Any) -> None
     assert acquire("r1", 15.0, CAP) == (1, 1)
     assert acquire("r2", 20.0, 1) == (1, 1)
     assert acquire("r1", 25.0, CAP) == (1, 2)  # nobody waits behind it now
+
+
+def test_a_freed_slot_wakes_the_replica_next_in_line(acquire: Any) -> None:
+    client = acquire.client
+    pubsub = client.pubsub()
+    pubsub.subscribe("t:wake")
+    assert pubsub.get_message(timeout=5)["type"] == "subscribe"
+    release = client.register_script(lua.RELEASE)
+    assert acquire("r1", 10.0, CAP) == (1, CAP)
+    assert acquire("r3", 30.0, 1) == (0, 0)
+    assert acquire("r2", 20.0, 1) == (0, 0)
+    held = [str(m) for m in client.zrange(KEYS[3], 0, -1)]
+    # r1 gives back two slots and leaves nothing: the two best-ranked waiters are woken.
+    assert release(keys=KEYS[3:], args=["r1", "t:wake", 0, 2, *held[:2]]) == 2
+    assert pubsub.get_message(timeout=5)["data"] == "r2 r3"
+    # r2 no longer waits: leaving passes its turn (and the slots held for it) to r3.
+    assert release(keys=KEYS[3:], args=["r2", "t:wake", 1, 0]) == 1
+    assert pubsub.get_message(timeout=5)["data"] == "r3"
+    assert acquire("r3", 30.0, 2) == (1, 2)
+    pubsub.close()

@@ -33,6 +33,19 @@ local function check_epoch(me, known, settle_ms)
 end
 """
 
+#: Publish, on the wake channel, the first ``count`` replicas waiting for a
+#: backend (its waiters, best rank first), space-separated: a waiting replica
+#: asks again as soon as its name comes, instead of at its next poll.
+#: Publishing touches no key, so it holds on Redis Cluster too.
+_WAKE = """
+local function wake(channel, waiters, count)
+  if count < 1 then return 0 end
+  local next_ = redis.call('ZRANGE', waiters, 0, count - 1)
+  if #next_ > 0 then redis.call('PUBLISH', channel, table.concat(next_, ' ')) end
+  return #next_
+end
+"""
+
 #: Check and charge a tenant's request and token buckets, both or neither.
 #: KEYS[1] the tenant's bucket hash. ARGV: requests_per_min (0: none),
 #: tokens_per_min (0: none), cost_tokens, seed levels (requests, tokens: the
@@ -72,19 +85,22 @@ return {1, '0', tostring(rl), tostring(tl)}
 #: its leases (sorted set, member -> expiry ms) and its waiters (sorted set,
 #: replica -> the rank of its head request). ARGV: me, known epoch, ttl_ms,
 #: settle_ms, waiter_ttl_ms (a waiter not heard from in this long has left),
-#: my rank, n backends, their caps, then the ``want`` lease names to use.
+#: my rank, the wake channel, n backends, their caps, then the ``want`` lease
+#: names to use.
 #: Expired leases are dropped first. A replica is granted slots only when the
 #: backend's free slots exceed the live replicas waiting ahead of it (a lower
 #: rank: the head the fleet's policy would serve first); else it stays among
 #: the backend's waiters, so a freed slot goes to the fleet's best head rather
 #: than to whichever replica asks first. With a live replica waiting behind
 #: it, a replica gets one slot (its head's): its next request may rank after
-#: that replica's head, so it asks again with its new head's rank.
+#: that replica's head, so it asks again with its new head's rank; slots it
+#: leaves free wake the waiters next in line (``_WAKE``).
 #: Returns {status (1 granted, 0 wait, -1 epoch changed, -2 settling), epoch,
 #: backend position (1-based), granted}.
 ACQUIRE = (
     _TIME
     + _EPOCH
+    + _WAKE
     + """
 local me, known, ttl_ms = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local epoch = check_epoch(me, known, ARGV[4])
@@ -92,9 +108,10 @@ if known ~= '' and epoch ~= known then return {-1, epoch, 0, 0} end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {-2, epoch, 0, 0} end
 local waiter_ttl_ms = tonumber(ARGV[5])
 local rank = ARGV[6]
-local n = tonumber(ARGV[7])
-local want = #ARGV - 7 - n
-local best, best_g = 0, 0
+local n = tonumber(ARGV[8])
+local want = #ARGV - 8 - n
+local best, best_g, best_free = 0, 0, 0
+local held = {}  -- per backend: free slots held for the waiters ahead
 for i = 1, n do
   local leases, waiters = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
   redis.call('ZREMRANGEBYSCORE', leases, '-inf', now_ms)
@@ -115,18 +132,48 @@ for i = 1, n do
       end
     end
   end
-  local g = math.min(want, tonumber(ARGV[7 + i]) - redis.call('ZCARD', leases) - ahead)
+  local free = tonumber(ARGV[8 + i]) - redis.call('ZCARD', leases) - ahead
+  local g = math.min(want, free)
   if behind > 0 then g = math.min(g, 1) end
-  if g > best_g then best, best_g = i, g end
+  if g > best_g then best, best_g, best_free = i, g, free end
+  held[i] = math.min(ahead, free + ahead)
 end
 redis.call('HSET', KEYS[3], me, now_ms)
 redis.call('PEXPIRE', KEYS[3], ttl_ms * 4)
-if best == 0 then return {0, epoch, 0, 0} end
+if best == 0 then
+  -- Slots held for better-ranked waiters that have not come for them (their
+  -- wake went to a head that has since left): wake them again.
+  for i = 1, n do wake(ARGV[7], KEYS[3 + 2 * i], held[i]) end
+  return {0, epoch, 0, 0}
+end
 local leases = KEYS[2 + 2 * best]
-for k = 1, best_g do redis.call('ZADD', leases, now_ms + ttl_ms, ARGV[7 + n + k]) end
+for k = 1, best_g do redis.call('ZADD', leases, now_ms + ttl_ms, ARGV[8 + n + k]) end
 redis.call('PEXPIRE', leases, ttl_ms * 4)
 for i = 1, n do redis.call('ZREM', KEYS[3 + 2 * i], me) end
+wake(ARGV[7], KEYS[3 + 2 * best], best_free - best_g)
 return {1, epoch, best, best_g}
+"""
+)
+
+#: Give engine slots back and leave the waiters of backends no longer waited
+#: for; each backend with a slot freed (or a waiter gone from its head) wakes
+#: the replicas next in line (``_WAKE``). KEYS: per backend its leases and
+#: its waiters. ARGV: me, the wake channel, then per backend: 1 to leave its
+#: waiters (else 0), a count and that many lease names. Returns the number of
+#: replicas woken.
+RELEASE = (
+    _WAKE
+    + """
+local me, channel, pos, woken = ARGV[1], ARGV[2], 3, 0
+for i = 1, #KEYS, 2 do
+  local leave, count = ARGV[pos] == '1', tonumber(ARGV[pos + 1])
+  local freed = 0
+  if count > 0 then freed = redis.call('ZREM', KEYS[i], unpack(ARGV, pos + 2, pos + 1 + count)) end
+  if leave and redis.call('ZREM', KEYS[i + 1], me) == 1 then freed = math.max(freed, 1) end
+  woken = woken + wake(channel, KEYS[i + 1], freed)
+  pos = pos + count + 2
+end
+return woken
 """
 )
 

@@ -3,12 +3,15 @@
 Keys, all under ``<namespace>:`` (one namespace per deployment):
 ``rate:<tenant>`` (a tenant's buckets), ``leases:<backend>`` and
 ``waiters:<backend>`` (engine slots), ``counters``, ``queued``, ``replicas``,
-``seen``, ``epoch``, ``settle``. Backends are keyed by their URL, so replicas
-with the same backends list share the same slots.
+``seen``, ``epoch``, ``settle``; the pub/sub channel ``wake``. Backends are
+keyed by their URL, so replicas with the same backends list share the same
+slots.
 
 Per request, on the request path: one round trip for the rate limit (only for
 a tenant with ``requests_per_min`` or ``tokens_per_min``) and one for the
-engine slot; the slot's return is sent in the background. Every
+engine slot; the slot's return is sent in the background, and wakes the
+replica waiting next for that backend (a message on ``wake``; waiting
+replicas otherwise ask again every ``poll_interval_s``). Every
 ``sync_interval_s``, one round trip merges the fair-queuing counters and
 queue lengths (:mod:`.lua` has the scripts, their keys and their answers).
 
@@ -153,12 +156,13 @@ class RedisState:
             cfg.url, decode_responses=True, socket_timeout=cfg.timeout_s,
             socket_connect_timeout=cfg.timeout_s, retry=Retry(NoBackoff(), 0),
         )  # fmt: skip
-        for name in ("RATE", "ACQUIRE", "RENEW", "SYNC"):
+        for name in ("RATE", "ACQUIRE", "RELEASE", "RENEW", "SYNC"):
             self._scripts[name] = self._client.register_script(getattr(lua, name))
         if not await self._connect():
             self._down("connect", None)
         self._tasks = [asyncio.create_task(self._slot_worker()),
-                       asyncio.create_task(self._sync_worker())]  # fmt: skip
+                       asyncio.create_task(self._sync_worker()),
+                       asyncio.create_task(self._wake_worker())]  # fmt: skip
 
     async def close(self) -> None:
         """Stop the workers, give back every lease held, close the connections."""
@@ -331,14 +335,17 @@ class RedisState:
                 await self._flush_releases()
                 granted = await self._acquire_wanted()
                 self._release_unused()
-                await self._stop_waiting()
-                await self._flush_releases()
+                # Leaves the waiters of backends no longer waited for: the turn passes on.
+                await self._flush_releases(frozenset(self._waiting - self._wanted))
             except (RedisError, OSError, TimeoutError) as exc:
                 self._down("slot", exc)
                 continue
-            if self._wanted:  # still waiting for a slot: ask again shortly
-                if not granted:
-                    await asyncio.sleep(self.config.poll_interval_s)
+            if self._wanted and not granted:
+                # Still waiting: a freed slot wakes this worker (the wake channel);
+                # the poll is the fallback for a wake that did not come.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.config.poll_interval_s)
+            if self._wanted:
                 self._wake.set()
 
     async def _acquire_wanted(self) -> bool:
@@ -349,7 +356,7 @@ class RedisState:
         want = max(1, min(_MAX_GRANT, self._scheduler.queued))
         keys, args = self._common()
         keys.append(self._key("seen"))
-        args += [self._waiter_ttl_ms(), repr(self._head_rank())]
+        args += [self._waiter_ttl_ms(), repr(self._head_rank()), self._key("wake")]
         for index in wanted:
             keys += [self._leases[index].key, self._leases[index].waiters]
         by_index = {b.index: b for b in self._scheduler.backends}
@@ -373,23 +380,6 @@ class RedisState:
         self._leases[wanted[int(pos) - 1]].idle += names[: int(count)]
         self._scheduler.dispatch()  # uses them now; re-marks what it still waits for
         return True
-
-    async def _stop_waiting(self) -> None:
-        """Leave the waiters of backends this replica no longer waits for (its turn passes on)."""
-        gone = self._waiting - self._wanted
-        if not gone:
-            return
-        assert self._client is not None
-        client = self._client
-
-        async def send() -> None:
-            async with client.pipeline(transaction=False) as pipe:
-                for index in gone:
-                    pipe.zrem(self._leases[index].waiters, self.replica)
-                await pipe.execute()
-
-        await self._call("release", send)
-        self._waiting -= gone
 
     def _head_rank(self) -> float:
         """Where this replica's next request stands in the fleet's order (lower: sooner).
@@ -425,23 +415,41 @@ class RedisState:
                 self._releases[index] += leases.idle
                 leases.idle = []
 
-    async def _flush_releases(self) -> None:
+    async def _flush_releases(self, leave: frozenset[int] = frozenset()) -> None:
+        """Give back the leases freed here, and leave the waiters of ``leave``, in one script."""
         async with self._lease_lock:
             pending = {i: list(names) for i, names in self._releases.items() if names}
-            if not pending:
+            if not pending and not leave:
                 return
-            assert self._client is not None
-            client = self._client
-
-            async def send() -> None:
-                async with client.pipeline(transaction=False) as pipe:
-                    for index, names in pending.items():
-                        pipe.zrem(self._leases[index].key, *names)
-                    await pipe.execute()
-
-            await self._call("release", send)
+            keys: list[str] = []
+            args: list[Any] = [self.replica, self._key("wake")]
+            for index in sorted(pending.keys() | leave):
+                names = pending.get(index, [])
+                keys += [self._leases[index].key, self._leases[index].waiters]
+                args += [int(index in leave), len(names), *names]
+            await self._call("release", lambda: self._script("RELEASE", keys, args))
             for index, names in pending.items():
                 del self._releases[index][: len(names)]
+            self._waiting -= leave
+
+    async def _wake_worker(self) -> None:
+        """Listen on the wake channel: a slot freed for this replica wakes its slot worker."""
+        assert self._client is not None
+        while True:
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self._key("wake"))
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None and self.replica in str(message["data"]).split():
+                        self._wake.set()
+            except (RedisError, OSError, TimeoutError):
+                # Redis is away (the other workers see it too); missed wakes are
+                # covered by the slot worker's poll meanwhile.
+                await asyncio.sleep(self.config.retry_interval_s)
+            finally:
+                with contextlib.suppress(RedisError, OSError, TimeoutError):
+                    await pubsub.aclose()
 
     async def _renew(self) -> None:
         async with self._lease_lock:
