@@ -159,7 +159,10 @@ def script_round_trips(redis_port: int, calls: int = 2000) -> dict[str, float]:
             if op == "rate":
                 rate(keys=["bench:rate:t"], args=[1e9, 0, 100, 1e9, 0, 180])
             else:
-                acquire(keys=keys, args=["r", "", 10000, 1000, 300, 0, 1, 100000, f"r:{i}"])
+                acquire(
+                    keys=keys,
+                    args=["r", "", 10000, 1000, 300, 0, "bench:wake", 1, 100000, f"r:{i}"],
+                )
             times.append(time.perf_counter() - start)
             if op == "acquire":
                 client.zrem("bench:leases:x", f"r:{i}")

@@ -194,7 +194,8 @@ class StateConfig(_Model):
     ``timeout_s``: one round trip at most. ``lease_ttl_s``: a reservation of a
     replica that stopped renewing it (it died) expires after this long.
     ``poll_interval_s``: how often a replica asks again for a slot while the
-    fleet's slots are taken. ``retry_interval_s``: reconnection attempts while
+    fleet's slots are taken and no freed slot woke it (a release wakes the
+    replicas next in line). ``retry_interval_s``: reconnection attempts while
     Redis is unreachable.
     """
 
