@@ -346,3 +346,45 @@ def test_fair_counters_agree_after_two_syncs(redis: RedisServer) -> None:
             await state.close()
 
     asyncio.run(run())
+
+
+# ------------------------------------------------------------------ predictor
+def _observed(gateway: Gateway, tenant: str) -> int:
+    """How many output lengths of ``tenant`` the replica's history predictor has learned."""
+    ring = gateway.predictor.classes.get(tenant)  # type: ignore[union-attr]
+    return 0 if ring is None else int(ring.count)
+
+
+@needs_redis
+def test_replicas_learn_from_each_others_requests(redis: RedisServer, upstream: Upstream) -> None:
+    # Every request goes through the first replica; the second one's predictor
+    # learns their lengths (2 tokens each) at its next merge, the first learns
+    # each once (its own updates come back from the stream and are skipped).
+    configs = [replica_config(upstream.url, redis.url, predictor="history") for _ in range(2)]
+    with replicas(configs) as running:
+        (first_server, first), (_, second) = running
+        answers = spread([first_server.url], 6)
+        assert [r.status_code for r in answers] == [200] * 6
+        assert wait_until(lambda: _observed(second, "a") == 6)
+        assert _observed(first, "a") == 6
+        req = Request(99, 0.0, 5, 2, tenant="a")
+        assert second.predictor.predict(req).mean_tokens == pytest.approx(2.0)  # type: ignore[union-attr]
+        assert (
+            metric(first, "fairserve_shared_state_predictor_updates_total", direction="sent") == 6
+        )
+        assert metric(second, "fairserve_shared_state_predictor_updates_total",
+                      direction="applied") == 6  # fmt: skip
+        # a replica that starts later learns the fleet's recent updates too
+        with replicas([replica_config(upstream.url, redis.url, predictor="history")]) as late:
+            assert wait_until(lambda: _observed(late[0][1], "a") == 6)
+        assert _observed(first, "a") == _observed(second, "a") == 6
+
+
+@needs_redis
+def test_memory_state_learns_only_its_own_requests(upstream: Upstream) -> None:
+    configs = [replica_config(upstream.url, None, predictor="history") for _ in range(2)]
+    with replicas(configs) as running:
+        (first_server, first), (_, second) = running
+        spread([first_server.url], 3)
+        assert wait_until(lambda: _observed(first, "a") == 3)
+        assert _observed(second, "a") == 0

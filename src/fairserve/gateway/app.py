@@ -78,11 +78,11 @@ class Gateway:
         )
         self.upstream = HttpUpstream(self.backends, config.dispatch, self.scheduler.dispatch)
         self.metrics = GatewayMetrics()
-        self.state.bind(self.scheduler, self.policy, self.tenants, self.metrics)
+        self.state.bind(self.scheduler, self.policy, self.tenants, self.metrics, self.predictor)
         records = RequestRecords() if config.server.record_requests else None
         self.connector = Connector(self.scheduler, self.upstream, self.metrics, clock)
         self.ledger = Ledger(self.connector, self.policy, self.predictor, self.metrics, records,
-                             clock)  # fmt: skip
+                             clock, self.state)  # fmt: skip
         self.admitter = Admitter(self.tenants, self.predictor, parts.admission, self.scheduler,
                                  self.ledger, config.server.default_max_tokens, clock,
                                  self.state)  # fmt: skip

@@ -2,7 +2,8 @@
 
 Ending a flight returns its backend capacity, tells the policy the real
 length (``on_finish``) and, for a completed request, the predictor
-(``observe``); it counts the outcome and the tokens in the metrics and, when
+(``observe``; with shared state, the predictor's update also goes to the
+other replicas); it counts the outcome and the tokens in the metrics and, when
 ``server.record_requests`` is on, adds the request's record.
 """
 
@@ -13,11 +14,13 @@ import math
 from collections import Counter
 from collections.abc import Callable
 
+from fairserve.core.model import Request
 from fairserve.core.policies.base import Policy
-from fairserve.core.predict import Predictor
+from fairserve.core.predict import Predictor, SharedLearning
 from fairserve.gateway.connect import Connector
 from fairserve.gateway.flight import End, Flight
 from fairserve.gateway.metrics import GatewayMetrics
+from fairserve.gateway.shared import SharedState
 from fairserve.metrics.records import RequestRecords
 
 
@@ -32,10 +35,15 @@ class Ledger:
         metrics: GatewayMetrics,
         records: RequestRecords | None,
         clock: Callable[[], float],
+        state: SharedState,
     ) -> None:
         self.connector = connector
         self.policy = policy
         self.predictor = predictor
+        self.state = state
+        # The fleet learns from each replica's requests where the predictor's
+        # learning is one update per request (history, driftsched, learned).
+        self._shares = state.shared and isinstance(predictor, SharedLearning)
         self.metrics = metrics
         self.records = records
         self.clock = clock
@@ -89,10 +97,22 @@ class Ledger:
         if self.policy.charges and (prompt_delta or completion_delta):
             self.policy.on_served(flight.tenant.name, prompt_delta, completion_delta, now)
 
+    def _observe(self, req: Request, produced: int) -> None:
+        predictor = self.predictor
+        assert predictor is not None
+        if not self._shares:
+            predictor.observe(req, produced)
+            return
+        assert isinstance(predictor, SharedLearning)
+        update = predictor.feedback(req, produced)
+        if update is not None:
+            predictor.learn(*update)
+            self.state.learned(*update)
+
     def _completed(self, flight: Flight, now: float) -> None:
         req, tenant, m = flight.req, flight.tenant.name, self.metrics
         if self.predictor is not None:
-            self.predictor.observe(req, flight.produced)
+            self._observe(req, flight.produced)
             if req.predicted_output_tokens is not None:
                 m.predictor_error.observe(abs(req.predicted_output_tokens - flight.produced))
         e2e_s = now - req.arrival_s

@@ -88,6 +88,20 @@ def test_learned_online_calibration_follows_a_shift() -> None:
     assert off.predict(r).mean_tokens == pytest.approx(before)
 
 
+def test_learned_updates_alone_teach_another_replica_the_same() -> None:
+    model = learned.train(feature_requests(300, seed=5), max_iter=20, quantile=None)
+    seen = learned.LearnedPredictor(model=model, alpha=0.5)
+    told = learned.LearnedPredictor(model=model, alpha=0.5)
+    for r in feature_requests(30, seed=6):
+        update = seen.feedback(r, 2 * r.output_tokens)
+        assert update is not None
+        seen.learn(*update)
+        told.learn(*update)
+    assert told.residuals and not seen._pending  # feedback let go of what it estimated
+    for r in feature_requests(10, seed=7):
+        assert told.predict(r) == seen.predict(r)
+
+
 def test_learned_warm_matches_one_by_one() -> None:
     model = learned.train(feature_requests(500, seed=4), max_iter=20, quantile=None)
     reqs = feature_requests(20, seed=5)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from fairserve.core.predict import PREDICTORS, Estimate, Predictor
+from fairserve.core.predict import PREDICTORS, Estimate, Predictor, SharedLearning
 from fairserve.core.predict._keys import class_key
 from fairserve.core.predict.driftsched import DriftSchedPredictor
 from fairserve.core.predict.history import HistoryPredictor
@@ -133,3 +133,32 @@ def test_oracle_is_exact_and_normal_draws_are_standard() -> None:
     z = np.asarray([standard_normal(0, k) for k in range(20_000)])
     assert abs(z.mean()) < 0.03 and abs(z.std() - 1) < 0.03
     assert all(math.isfinite(v) for v in z)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: HistoryPredictor(alpha=0.3, window=8),
+     lambda: DriftSchedPredictor(priors_tokens={"a": 100.0}, alpha=0.3)],
+    ids=["history", "driftsched"],
+)  # fmt: skip
+def test_updates_alone_teach_another_replica_the_same(make: object) -> None:
+    # What a gateway replica shares: the (class, value) updates, no request. A
+    # predictor fed only another's updates predicts what that one predicts.
+    seen, told = make(), make()  # type: ignore[operator]
+    assert isinstance(seen, SharedLearning)
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        r = req("ab"[i % 2], int(rng.integers(1, 500)), max_tokens=400)
+        update = seen.feedback(r, r.output_tokens)
+        assert update is not None
+        seen.learn(*update)
+        told.learn(*update)
+    for tenant in "abc":
+        probe = req(tenant, max_tokens=400)
+        assert told.predict(probe) == seen.predict(probe)
+    # observe is feedback then learn
+    direct, stepwise = make(), make()  # type: ignore[operator]
+    r = req("a", 321)
+    direct.observe(r, 321)
+    stepwise.learn(*stepwise.feedback(r, 321))
+    assert direct.predict(r) == stepwise.predict(r) != make().predict(r)  # type: ignore[operator]

@@ -7,7 +7,7 @@ Registered output-length predictors: ``driftsched``, ``history``, ``learned``,
 """
 
 from fairserve.core.predict import driftsched, history, learned, oracle
-from fairserve.core.predict.base import PREDICTORS, Estimate, Predictor
+from fairserve.core.predict.base import PREDICTORS, Estimate, Predictor, SharedLearning
 from fairserve.core.predict.driftsched import DriftSchedPredictor
 from fairserve.core.predict.history import HistoryPredictor
 from fairserve.core.predict.learned import LearnedPredictor
@@ -21,6 +21,7 @@ __all__ = [
     "LearnedPredictor",
     "NoisyOraclePredictor",
     "Predictor",
+    "SharedLearning",
     "driftsched",
     "history",
     "learned",

@@ -40,4 +40,20 @@ class Predictor(Protocol):
         """Feedback: ``req`` produced ``actual_output_tokens``."""
 
 
+@runtime_checkable
+class SharedLearning(Protocol):
+    """A predictor whose online learning is one ``(class, value)`` update per ended request.
+
+    ``observe(req, n)`` is ``learn(*feedback(req, n))``: the update names no
+    request, so gateway replicas can apply each other's (docs/gateway.md,
+    "Several replicas") and every replica learns from the whole fleet's traffic.
+    """
+
+    def feedback(self, req: Request, actual_output_tokens: int) -> tuple[str, float] | None:
+        """The update ``req`` ending with ``actual_output_tokens`` makes (None: nothing to learn)."""
+
+    def learn(self, cls: str, value: float) -> None:
+        """Apply one update (this replica's, or another's)."""
+
+
 PREDICTORS: Registry[Predictor] = Registry("predictor")

@@ -86,13 +86,21 @@ class DriftSchedPredictor:
 
     def observe(self, req: Request, actual_output_tokens: int) -> None:
         """Move the class ratio toward ``actual / prior``: ``r <- (1-alpha) r + alpha x``."""
+        update = self.feedback(req, actual_output_tokens)
+        if update is not None:
+            self.learn(*update)
+
+    def feedback(self, req: Request, actual_output_tokens: int) -> tuple[str, float] | None:
+        """The class and its clipped ``actual / prior`` (None when not calibrating)."""
         if not self.calibrate:
-            return
-        cls = self.key(req)
+            return None
         x = actual_output_tokens / self.prior_tokens(req)
-        x = min(max(x, 1.0 / self.max_ratio), self.max_ratio)
+        return self.key(req), min(max(x, 1.0 / self.max_ratio), self.max_ratio)
+
+    def learn(self, cls: str, value: float) -> None:
+        """One EMA step of the class ratio toward ``value``."""
         r = self.ratios.get(cls, 1.0)
-        self.ratios[cls] = r + self.alpha * (x - r)
+        self.ratios[cls] = r + self.alpha * (value - r)
 
 
 PREDICTORS.register("driftsched")(DriftSchedPredictor)

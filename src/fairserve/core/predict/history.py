@@ -98,11 +98,17 @@ class HistoryPredictor:
 
     def observe(self, req: Request, actual_output_tokens: int) -> None:
         """Push the observed length into the class's window and EMA (and the overall ones)."""
-        cls = self.key(req)
+        self.learn(*self.feedback(req, actual_output_tokens))
+
+    def feedback(self, req: Request, actual_output_tokens: int) -> tuple[str, float]:
+        """The request's class and its output length."""
+        return self.key(req), float(actual_output_tokens)
+
+    def learn(self, cls: str, value: float) -> None:
+        """Push one output length of class ``cls`` (and into the all-classes history)."""
         ring = self.classes.get(cls)
         if ring is None:
             ring = self.classes[cls] = _Ring(self.window)
-        value = float(actual_output_tokens)
         ring.push(value, self.alpha)
         self.overall.push(value, self.alpha)
 

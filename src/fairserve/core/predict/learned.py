@@ -296,16 +296,24 @@ class LearnedPredictor:
 
     def observe(self, req: Request, actual_output_tokens: int) -> None:
         """Move the class residual toward ``log(actual / model estimate)``."""
+        update = self.feedback(req, actual_output_tokens)
+        if update is not None:
+            self.learn(*update)
+
+    def feedback(self, req: Request, actual_output_tokens: int) -> tuple[str, float] | None:
+        """The class and its clipped log residual (None with calibration off)."""
         if self.alpha == 0:
             self._pending.pop(req.id, None)
-            return
+            return None
         model_mean, _ = self._model_estimate(req)
         self._pending.pop(req.id, None)
         res = math.log(max(actual_output_tokens, 1) / model_mean)
-        res = min(max(res, -self.max_log_residual), self.max_log_residual)
-        cls = self.key(req)
+        return self.key(req), min(max(res, -self.max_log_residual), self.max_log_residual)
+
+    def learn(self, cls: str, value: float) -> None:
+        """One EMA step of the class residual toward ``value``."""
         r = self.residuals.get(cls, 0.0)
-        self.residuals[cls] = r + self.alpha * (res - r)
+        self.residuals[cls] = r + self.alpha * (value - r)
 
 
 PREDICTORS.register("learned")(LearnedPredictor)

@@ -11,7 +11,10 @@ whole read and charge a :class:`SharedState`:
   :meth:`~SharedState.give_slot`, called by the dispatcher);
 - **fair-queuing counters and queue lengths** (approximate): merged into the
   fleet's every ``state.sync_interval_s``; :meth:`~SharedState.queued` is the
-  tenant's queue over the fleet as of the last merge, for ``max_queued``.
+  tenant's queue over the fleet as of the last merge, for ``max_queued``;
+- **the predictor's online learning** (approximate): each replica's updates
+  (:meth:`~SharedState.learned`) reach the others at their next merge, and a
+  replica that starts learns the fleet's recent ones.
 
 :class:`~fairserve.gateway.shared.memory.MemoryState` (one replica) is the
 default; :class:`~fairserve.gateway.shared.redis_state.RedisState` shares them
@@ -24,6 +27,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from fairserve.core.policies.base import Policy
+    from fairserve.core.predict import Predictor
     from fairserve.gateway.backends.state import BackendState
     from fairserve.gateway.dispatch import Scheduler
     from fairserve.gateway.metrics import GatewayMetrics
@@ -40,7 +44,12 @@ class SharedState(Protocol):
     shared: bool  # False: this replica's own state only
 
     def bind(
-        self, scheduler: Scheduler, policy: Policy, tenants: Tenants, metrics: GatewayMetrics
+        self,
+        scheduler: Scheduler,
+        policy: Policy,
+        tenants: Tenants,
+        metrics: GatewayMetrics,
+        predictor: Predictor | None = None,
     ) -> None:
         """Attach to the gateway's parts (once, before :meth:`start`)."""
 
@@ -70,3 +79,6 @@ class SharedState(Protocol):
 
     def give_slot(self, backend: BackendState) -> None:
         """A request sent to ``backend`` ended."""
+
+    def learned(self, cls: str, value: float) -> None:
+        """This replica's predictor made update ``(cls, value)`` (see ``SharedLearning``)."""

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from fairserve.core.policies.base import Policy
+    from fairserve.core.predict import Predictor
     from fairserve.gateway.backends.state import BackendState
     from fairserve.gateway.dispatch import Scheduler
     from fairserve.gateway.metrics import GatewayMetrics
@@ -34,9 +35,17 @@ class MemoryState:
     shared = False
 
     def bind(
-        self, scheduler: Scheduler, policy: Policy, tenants: Tenants, metrics: GatewayMetrics
+        self,
+        scheduler: Scheduler,
+        policy: Policy,
+        tenants: Tenants,
+        metrics: GatewayMetrics,
+        predictor: Predictor | None = None,
     ) -> None:
         """Nothing to attach to."""
+
+    def learned(self, cls: str, value: float) -> None:
+        """No other replica to tell."""
 
     async def start(self) -> None:
         """Nothing to start."""

@@ -3,7 +3,8 @@
 Keys, all under ``<namespace>:`` (one namespace per deployment):
 ``rate:<tenant>`` (a tenant's buckets), ``leases:<backend>`` and
 ``waiters:<backend>`` (engine slots), ``counters``, ``queued``, ``replicas``,
-``seen``, ``epoch``, ``settle``; the pub/sub channel ``wake``. Backends are
+``seen``, ``epoch``, ``settle``, ``learned`` (a stream of the predictors'
+updates); the pub/sub channel ``wake``. Backends are
 keyed by their URL, so replicas with the same backends list share the same
 slots.
 
@@ -13,7 +14,9 @@ engine slot; the slot's return is sent in the background, and wakes the
 replica waiting next for that backend (a message on ``wake``; waiting
 replicas otherwise ask again every ``poll_interval_s``). Every
 ``sync_interval_s``, one round trip merges the fair-queuing counters and
-queue lengths (:mod:`.lua` has the scripts, their keys and their answers).
+queue lengths (:mod:`.lua` has the scripts, their keys and their answers),
+and a second one sends this replica's predictor updates and reads the
+others' (a stream, trimmed to the last ``_LEARNED_KEPT``).
 
 When Redis cannot be reached (a timeout or a connection error, one
 ``timeout_s`` at most), the replica marks it down and tries again every
@@ -36,6 +39,7 @@ import itertools
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -45,6 +49,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from fairserve.core.predict import SharedLearning
 from fairserve.gateway.config import StateConfig
 from fairserve.gateway.shared import lua
 from fairserve.gateway.shared.base import StateUnavailable
@@ -52,6 +57,7 @@ from fairserve.gateway.shared.memory import take_local
 
 if TYPE_CHECKING:
     from fairserve.core.policies.base import Policy
+    from fairserve.core.predict import Predictor
     from fairserve.gateway.backends.state import BackendState
     from fairserve.gateway.dispatch import Scheduler
     from fairserve.gateway.metrics import GatewayMetrics
@@ -64,6 +70,11 @@ T = TypeVar("T")
 _RTT_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 #: Slots asked for in one round trip at most (a deep local queue fills faster).
 _MAX_GRANT = 8
+#: Predictor updates the stream keeps (a starting replica learns from these),
+#: read per merge at most, and held while Redis is away (the oldest dropped).
+_LEARNED_KEPT = 10_000
+_LEARNED_READ = 1000
+_LEARNED_HELD = 10_000
 
 
 class _StateMetrics:
@@ -80,6 +91,10 @@ class _StateMetrics:
                              "Decisions taken on this replica's own state because the shared "
                              "state was unavailable (on_unavailable: open), by kind.", ["kind"],
                              registry=r)  # fmt: skip
+        self.learned = Counter("fairserve_shared_state_predictor_updates",
+                               "Predictor updates sent to the other replicas (sent) and "
+                               "applied from them (applied).", ["direction"],
+                               registry=r)  # fmt: skip
         self.rtt = Histogram("fairserve_shared_state_round_trip_seconds",
                              "Shared-state round trips, by operation.", ["op"],
                              buckets=_RTT_BUCKETS_S, registry=r)  # fmt: skip
@@ -124,6 +139,9 @@ class RedisState:
         self._synced: dict[str, float] = {}  # tenant -> fleet counter at the last merge
         self._lifted: dict[str, float] = {}  # tenant -> the policy's ``lifted`` then
         self._fleet_queued: dict[str, tuple[int, int]] = {}  # tenant -> (fleet, ours) then
+        self._learner: SharedLearning | None = None
+        self._outbox: deque[tuple[str, float]] = deque(maxlen=_LEARNED_HELD)
+        self._learned_id = "0-0"  # the last stream entry read (from the start: learn the past)
         self._renewed_s = -1.0
         # Renewals and returns of leases go one at a time: a renewal sent before a
         # return but arriving after it would bring the returned lease back to life.
@@ -136,11 +154,18 @@ class RedisState:
 
     # ------------------------------------------------------------ wiring
     def bind(
-        self, scheduler: Scheduler, policy: Policy, tenants: Tenants, metrics: GatewayMetrics
+        self,
+        scheduler: Scheduler,
+        policy: Policy,
+        tenants: Tenants,
+        metrics: GatewayMetrics,
+        predictor: Predictor | None = None,
     ) -> None:
-        """Attach to the gateway's dispatcher, policy, tenants and metrics registry."""
+        """Attach to the gateway's dispatcher, policy, tenants, metrics registry and predictor."""
         self._scheduler, self._policy, self._tenants = scheduler, policy, tenants
         self._metrics = _StateMetrics(metrics)
+        if isinstance(predictor, SharedLearning):
+            self._learner = predictor
         for b in scheduler.backends:
             key = f"{self._ns}:leases:{b.url}"
             self._leases[b.index] = _Leases(key, f"{self._ns}:waiters:{b.url}")
@@ -470,6 +495,7 @@ class RedisState:
                 continue
             try:
                 await self.sync()
+                await self.exchange_learned()
                 if time.monotonic() - self._renewed_s > self.config.lease_ttl_s / 4:
                     await self._renew()
             except (RedisError, OSError, TimeoutError) as exc:
@@ -515,6 +541,47 @@ class RedisState:
                     bucket.level, bucket.stamp_s = float(value), now_s
         if add is not None:
             self._scheduler_dispatch()
+
+    # ------------------------------------------------------------ predictor updates
+    def learned(self, cls: str, value: float) -> None:
+        """Held until the next merge sends it (kept while Redis is away, up to a bound)."""
+        if self._learner is not None:
+            self._outbox.append((cls, value))
+
+    async def exchange_learned(self) -> None:
+        """Send the updates made here; apply the other replicas' since the last read."""
+        if self._learner is None:
+            return
+        assert self._client is not None and self._metrics is not None
+        client, key = self._client, self._key("learned")
+        sent, self._outbox = self._outbox, deque(maxlen=_LEARNED_HELD)
+
+        async def send() -> list[Any]:
+            async with client.pipeline(transaction=False) as pipe:
+                for cls, value in sent:
+                    fields = {"r": self.replica, "c": cls, "v": repr(value)}
+                    pipe.xadd(key, fields, maxlen=_LEARNED_KEPT, approximate=True)  # type: ignore[arg-type]
+                pipe.xread({key: self._learned_id}, count=_LEARNED_READ)
+                return list(await pipe.execute())
+
+        try:
+            replies = await self._call("learned", send)
+        except BaseException:
+            # Not sent (or not known to be): held for the next merge, oldest first.
+            # (A lost answer may mean they were added: then each is learned twice,
+            # one EMA step more; none is lost.)
+            sent.extend(self._outbox)
+            self._outbox = sent
+            raise
+        self._metrics.learned.labels("sent").inc(len(sent))
+        applied = 0
+        for _, batch in replies[-1] or []:  # XREAD: [[stream, [(id, fields), ...]]]
+            for entry_id, fields in batch:
+                self._learned_id = entry_id
+                if fields.get("r") != self.replica:
+                    self._learner.learn(fields["c"], float(fields["v"]))
+                    applied += 1
+        self._metrics.learned.labels("applied").inc(applied)
 
     def _scheduler_dispatch(self) -> None:
         # A merge can change the order of the tenants; the head may be another now.
