@@ -388,3 +388,26 @@ def test_memory_state_learns_only_its_own_requests(upstream: Upstream) -> None:
         spread([first_server.url], 3)
         assert wait_until(lambda: _observed(first, "a") == 3)
         assert _observed(second, "a") == 0
+
+
+@needs_redis
+def test_a_stopping_replica_sends_its_last_updates(redis: RedisServer) -> None:
+    # Merges are 30 s apart: what the first replica learned reaches the second
+    # only because it sends its held updates when it stops.
+    def config() -> GatewayConfig:
+        return replica_config("http://127.0.0.1:9", redis.url, predictor="history",
+                              state={"sync_interval_s": 30.0, "lease_ttl_s": 120.0})  # fmt: skip
+
+    async def run() -> None:
+        first, second = Gateway(config()), Gateway(config())
+        for gw in (first, second):
+            await gw.state.start()
+        for tokens in (10, 30):
+            first.state.learned("a", float(tokens))
+        await first.state.close()
+        await second.state.exchange_learned()  # type: ignore[attr-defined]
+        assert _observed(second, "a") == 2
+        assert second.predictor.classes["a"].window().tolist() == [10.0, 30.0]  # type: ignore[union-attr]
+        await second.state.close()
+
+    asyncio.run(run())

@@ -190,13 +190,16 @@ class RedisState:
                        asyncio.create_task(self._wake_worker())]  # fmt: skip
 
     async def close(self) -> None:
-        """Stop the workers, give back every lease held, close the connections."""
+        """Stop the workers, send the predictor updates not yet sent, give back every
+        lease held, close the connections."""
         for task in [*self._tasks, self._reconnecting]:
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         if self.up:
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                await self.exchange_learned()
             for index, leases in self._leases.items():
                 self._releases[index] += leases.held()
                 leases.idle.clear()
