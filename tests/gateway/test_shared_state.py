@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from fairserve.core.model import Request
+from fairserve.core.policies.uwfq import VIRTUAL_CLOCK
 from fairserve.gateway.app import Gateway
 from fairserve.gateway.config import ConfigError, GatewayConfig
 from tests.gateway.helpers import KEY_A, KEY_B, MODEL, gateway_config, gateway_thread
@@ -343,6 +344,50 @@ def test_fair_counters_agree_after_two_syncs(redis: RedisServer) -> None:
         await late.state.sync()  # type: ignore[attr-defined]
         assert late.policy.counter("a") == pytest.approx(220.0)  # type: ignore[attr-defined]
         for state in [*states, late.state]:
+            await state.close()
+
+    asyncio.run(run())
+
+
+@needs_redis
+def test_uwfq_virtual_system_is_the_fleets(redis: RedisServer) -> None:
+    """uwfq's virtual clock and finish times merge too: a flood queued on one replica
+    pushes its tenant's tags on every replica, and service anywhere moves the clock."""
+
+    async def run() -> None:
+        states, policies = [], []
+        for _ in range(2):
+            config = replica_config("http://127.0.0.1:9", redis.url, policy="uwfq:output_weight=1",
+                                    state={"sync_interval_s": 30.0, "lease_ttl_s": 120.0})  # fmt: skip
+            gw = Gateway(config)
+            await gw.state.start()
+            states.append(gw.state)
+            policies.append(gw.policy)
+        first, second = policies
+        flood = [Request(i, 0.0, 1, 9, tenant="a", predicted_output_tokens=9) for i in range(5)]
+        for req in flood:
+            first.push(req, 0.0)  # tags 10, 20, ..., 50
+        assert first.pop(0.0) is flood[0]
+        first.on_served("a", 1, 9, 0.5)  # the clock moves 10 (a alone is active)
+        for req in flood[1:]:  # (pushed past the dispatcher: out before it looks;
+            first.remove(req)  # a's finish time stays where they put it)
+        for state in [*states, *states]:
+            await state.sync()  # type: ignore[attr-defined]
+        for name in ("a", VIRTUAL_CLOCK):
+            assert second.counter(name) == pytest.approx(first.counter(name))  # type: ignore[attr-defined]
+        assert second.counter("a") == pytest.approx(50.0)  # type: ignore[attr-defined]
+        assert second.counter(VIRTUAL_CLOCK) == pytest.approx(10.0)  # type: ignore[attr-defined]
+        # On the second replica, a's next request queues behind the first's flood,
+        # and b starts at the fleet's clock: b's head ranks before a's queued ones.
+        late_a = Request(10, 1.0, 1, 9, tenant="a", predicted_output_tokens=9)
+        b = Request(11, 1.0, 1, 4, tenant="b", predicted_output_tokens=4)
+        second.push(late_a, 1.0)
+        second.push(b, 1.0)
+        ranks = [second.fleet_rank(r) for r in (late_a, b)]  # type: ignore[attr-defined]
+        assert ranks == pytest.approx([60.0, 15.0])
+        for req in (late_a, b):
+            second.remove(req)
+        for state in states:
             await state.close()
 
     asyncio.run(run())

@@ -5,6 +5,6 @@ from fairserve.core.policies import fair as _fair  # noqa: F401  (wrr, vtc, fair
 from fairserve.core.policies import fifo as _fifo  # noqa: F401  (fifo)
 from fairserve.core.policies import ordered as _ordered  # noqa: F401  (priority, aging, sjf, edf, oracles)
 from fairserve.core.policies import uwfq as _uwfq  # noqa: F401  (uwfq)
-from fairserve.core.policies.base import POLICIES, Policy
+from fairserve.core.policies.base import POLICIES, FleetCounters, Policy
 
-__all__ = ["POLICIES", "Policy"]
+__all__ = ["POLICIES", "FleetCounters", "Policy"]

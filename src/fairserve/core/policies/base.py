@@ -100,6 +100,37 @@ class ProgressAware(Protocol):
         """Take back a preempted ``req`` and order it by its remaining work."""
 
 
+@runtime_checkable
+class FleetCounters(Protocol):
+    """A policy whose order rests on named counters that several drivers can merge.
+
+    Gateway replicas sharing one fleet each run their own policy object; a
+    policy with this protocol lets them agree on one order: every merge adds
+    each replica's change of each counter (a sum) and takes its lifts as a
+    maximum, then ``add_to_counter`` brings the fleet's changes into this
+    object. The names are the tenants' (a fair queue's counter, ``uwfq``'s
+    last virtual finish time) plus any that ``counter_names`` adds (``uwfq``'s
+    virtual clock). ``fleet_rank`` says where a queued request stands in the
+    fleet's order (lower: sooner), comparable across replicas once merged.
+    """
+
+    #: name -> the total its counter was lifted by (a jump to a floor, not service):
+    #: merged as a maximum, so two replicas lifting one tenant lift it once.
+    lifted: dict[str, float]
+
+    def counter(self, name: str) -> float:
+        """The counter's value."""
+
+    def add_to_counter(self, name: str, amount: float) -> None:
+        """Move the counter by ``amount`` (changes made elsewhere)."""
+
+    def counter_names(self, tenants: Sequence[str]) -> list[str]:
+        """The counters to merge, given the tenants a driver knows."""
+
+    def fleet_rank(self, req: Request) -> float:
+        """Where the queued ``req`` stands in the order (lower: sooner)."""
+
+
 def tenant_of(tenants: Mapping[str, Tenant], name: str) -> Tenant:
     """The config of tenant ``name``; defaults for a tenant not configured."""
     tenant = tenants.get(name)

@@ -67,7 +67,23 @@ class TenantFairPolicy:
     def charge_pop(self, req: Request) -> None:
         """Charge ``req``'s tenant for being dispatched."""
 
-    # -- counters
+    def pop_charge(self, req: Request) -> float:
+        """What dispatching ``req`` would charge its tenant (weighted, before the weight)."""
+        return 0.0
+
+    # -- counters (FleetCounters: replicas of a gateway merge them)
+
+    def counter_names(self, tenants: Sequence[str]) -> list[str]:
+        """One counter per tenant."""
+        return list(tenants)
+
+    def fleet_rank(self, req: Request) -> float:
+        """The counter ``req``'s tenant would have once ``req`` is charged at dispatch.
+
+        The charge breaks the tie VTC's lift leaves between a returning tenant
+        and the one it was lifted to, as one policy's own heap would.
+        """
+        return self.counter(req.tenant) + self.pop_charge(req) / self._weight(req.tenant)
 
     def counter(self, tenant: str) -> float:
         """The tenant's counter: weighted service divided by the tenant's weight."""
@@ -193,7 +209,11 @@ class WrrPolicy(TenantFairPolicy):
 
     def charge_pop(self, req: Request) -> None:
         """One dispatch: the pass advances by 1 / weight."""
-        self._charge(req.tenant, 1.0)
+        self._charge(req.tenant, self.pop_charge(req))
+
+    def pop_charge(self, req: Request) -> float:
+        """One dispatch."""
+        return 1.0
 
 
 @POLICIES.register("vtc")
@@ -257,16 +277,21 @@ class VtcPolicy(TenantFairPolicy):
         predicted = req.predicted_output_tokens
         return self.default_output_tokens if predicted is None else predicted
 
+    def pop_charge(self, req: Request) -> float:
+        """The prompt, and in admission mode the predicted output (once per request)."""
+        amount = self.input_weight * req.prompt_tokens
+        if self.charge != "served" and req not in self._charged_output:
+            amount += self.output_weight * self.predicted_output(req)
+        return amount
+
     def charge_pop(self, req: Request) -> None:
         """Charge the prompt, and in admission mode the predicted output."""
-        amount = self.input_weight * req.prompt_tokens
+        amount = self.pop_charge(req)
         if self.charge == "served":
             credit = self._prefill_credit
             credit[req.tenant] = credit.get(req.tenant, 0) + req.prompt_tokens
         elif req not in self._charged_output:
-            predicted = self.predicted_output(req)
-            self._charged_output[req] = predicted
-            amount += self.output_weight * predicted
+            self._charged_output[req] = self.predicted_output(req)
         self._charge(req.tenant, amount)
 
     def on_served(self, tenant: str, prefill_tokens: int, decode_tokens: int, now: float) -> None:

@@ -40,6 +40,12 @@ Adaptation to token service (ours; the paper schedules Spark tasks):
   tenants, whose service lags the fair system by at most one maximal
   request; prediction errors are charged back to the tenant's queued and
   future tags as service is reported, so they do not accumulate.
+- Several gateway replicas share one virtual system (``FleetCounters``):
+  the virtual clock and each tenant's last finish time are counters that
+  every merge sums across replicas (a tenant's finish time moved up to the
+  clock at push is a lift, merged as a maximum), and a replica's head ranks
+  by its finish tag. A merge moves only future tags: requests already queued
+  keep theirs.
 - Not adapted: UWFQ's runtime partitioning (splitting long tasks). A queue
   cannot cut requests; the engine's chunked prefill bounds the prefill side.
 
@@ -63,6 +69,9 @@ from fairserve.core.policies._common import (
     last_max,
 )
 from fairserve.core.policies.base import POLICIES
+
+#: The counter name of the virtual clock (no tenant can be named so).
+VIRTUAL_CLOCK = "\0virtual-clock"
 
 
 @POLICIES.register("uwfq")
@@ -108,6 +117,7 @@ class UwfqPolicy:
         self._size: dict[Request, float] = {}  # predicted cost of running requests
         self._unconsumed: dict[str, float] = {}  # tenant -> predicted cost not yet served
         self._requeued = Requeued()
+        self.lifted: dict[str, float] = {}  # tenant -> how far the clock moved F_u up at push
 
     def size(self, req: Request) -> float:
         """Predicted work of ``req`` in weighted tokens."""
@@ -159,6 +169,30 @@ class UwfqPolicy:
         if tenant in self._heads.active:
             self._rank(tenant)
 
+    # -- FleetCounters: replicas of a gateway merge the virtual system
+
+    def counter(self, name: str) -> float:
+        """A tenant's last virtual finish time, or the virtual clock (``VIRTUAL_CLOCK``)."""
+        if name == VIRTUAL_CLOCK:
+            return self.virtual_time
+        return self._last_finish.get(name, 0.0)
+
+    def add_to_counter(self, name: str, amount: float) -> None:
+        """Move the clock or a tenant's next start (work queued or served elsewhere)."""
+        if name == VIRTUAL_CLOCK:
+            self.virtual_time += amount
+        else:
+            self._last_finish[name] = self._last_finish.get(name, 0.0) + amount
+
+    def counter_names(self, tenants: Sequence[str]) -> list[str]:
+        """Each tenant's finish time, and the virtual clock."""
+        return [*tenants, VIRTUAL_CLOCK]
+
+    def fleet_rank(self, req: Request) -> float:
+        """The queued request's virtual finish time."""
+        tag = self.finish_tag(req)
+        return float("inf") if tag is None else tag
+
     # -- the Policy protocol
 
     def push(self, req: Request, now: float) -> None:
@@ -174,7 +208,10 @@ class UwfqPolicy:
             del self._size[req]
             raw = self._raw[req]
         else:
-            start = max(self.virtual_time, self._last_finish.get(tenant, 0.0))
+            last = self._last_finish.get(tenant, 0.0)
+            if self.virtual_time > last:
+                self.lifted[tenant] = self.lifted.get(tenant, 0.0) + self.virtual_time - last
+            start = max(self.virtual_time, last)
             tag = start + self.size(req) / self._weight(tenant)
             self._last_finish[tenant] = tag
             raw = tag - self._offset.get(tenant, 0.0)

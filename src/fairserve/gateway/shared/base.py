@@ -9,7 +9,9 @@ whole read and charge a :class:`SharedState`:
   holds one of that backend's ``max_concurrency`` slots, counted over every
   replica (:meth:`~SharedState.has_slot`, :meth:`~SharedState.take_slot`,
   :meth:`~SharedState.give_slot`, called by the dispatcher);
-- **fair-queuing counters and queue lengths** (approximate): merged into the
+- **fair-queuing counters and queue lengths** (approximate): the counters of a
+  policy with :class:`~fairserve.core.policies.FleetCounters` (``vtc``, ``wrr``,
+  ``fair-sjf``, ``uwfq``'s virtual system) and the queues merged into the
   fleet's every ``state.sync_interval_s``; :meth:`~SharedState.queued` is the
   tenant's queue over the fleet as of the last merge, for ``max_queued``;
 - **the predictor's online learning** (approximate): each replica's updates

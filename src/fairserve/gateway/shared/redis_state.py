@@ -49,6 +49,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from fairserve.core.policies import FleetCounters
 from fairserve.core.predict import SharedLearning
 from fairserve.gateway.config import StateConfig
 from fairserve.gateway.shared import lua
@@ -412,13 +413,10 @@ class RedisState:
     def _head_rank(self) -> float:
         """Where this replica's next request stands in the fleet's order (lower: sooner).
 
-        A fair policy's rank is the counter the head's tenant would have once
-        the head is charged at dispatch (the fleet's counters, merged every
-        sync, plus ``input_weight`` x prompt for ``vtc``/``fair-sjf``, 1 for
-        ``wrr``, over the tenant's weight), so the fleet serves the tenant with
-        the least service first whichever replica holds its request; the
-        charge breaks the tie VTC's lift leaves between a returning tenant and
-        the one it was lifted to, as one replica's own heap would. Other
+        Under a policy with merged counters (``FleetCounters``: ``vtc``,
+        ``wrr``, ``fair-sjf``, ``uwfq``) its ``fleet_rank``, on the fleet's
+        counters as of the last merge, so the fleet serves the tenant with the
+        least service first whichever replica holds its request. Other
         policies rank by arrival (wall clock, comparable across replicas).
         """
         assert self._scheduler is not None and self._policy is not None
@@ -427,15 +425,9 @@ class RedisState:
         head = policy.peek(now)
         if head is None:  # only retries wait: they go first
             return float("-inf")
-        counter = getattr(policy, "counter", None)
-        if counter is None:
-            return time.time() - (now - head.arrival_s)
-        assert self._tenants is not None
-        tenant = self._tenants.by_name.get(head.tenant)
-        weight = tenant.core.weight if tenant is not None else 1.0
-        input_weight = getattr(policy, "input_weight", None)
-        charge = 1.0 if input_weight is None else float(input_weight) * head.prompt_tokens
-        return float(counter(head.tenant)) + charge / weight
+        if isinstance(policy, FleetCounters):
+            return policy.fleet_rank(head)
+        return time.time() - (now - head.arrival_s)
 
     def _release_unused(self) -> None:
         for index, leases in self._leases.items():
@@ -508,20 +500,26 @@ class RedisState:
         """One merge of this replica's counter changes and queue lengths with the fleet's."""
         assert self._tenants is not None and self._policy is not None
         policy = self._policy
-        counter = getattr(policy, "counter", None)
-        add = getattr(policy, "add_to_counter", None)
-        tenants = list(self._tenants.by_name.values())
-        before = [float(counter(t.name)) if counter else 0.0 for t in tenants]
-        lifted: dict[str, float] = getattr(policy, "lifted", {})
-        lifts = [lifted.get(t.name, 0.0) - self._lifted.get(t.name, 0.0) for t in tenants]
-        queued = [t.queued for t in tenants]
+        shared = policy if isinstance(policy, FleetCounters) else None
+        tenants = self._tenants.by_name
+        if shared is None:  # (a policy is falsy while its queue is empty: no ``if shared``)
+            names, before, lifted = list(tenants), [0.0] * len(tenants), {}
+        else:
+            names = shared.counter_names(list(tenants))
+            before = [shared.counter(n) for n in names]
+            lifted = shared.lifted
+        lifts = [lifted.get(n, 0.0) - self._lifted.get(n, 0.0) for n in names]
+        queued = [tenants[n].queued if n in tenants else 0 for n in names]
         keys, args = self._common()
         keys += [self._key("counters"), self._key("replicas"), self._key("queued")]
-        keys += [self._key(f"rate:{t.name}") for t in tenants]
-        for t, full, lift, q in zip(tenants, before, lifts, queued, strict=True):
-            caps = [b.capacity if b is not None else 0 for b in (t.requests, t.tokens)]
-            charged = full - self._synced.get(t.name, 0.0) - lift
-            args += [t.name, charged, full, 1 if lift > 0 else 0, q, *caps]
+        for n, full, lift, q in zip(names, before, lifts, queued, strict=True):
+            t = tenants.get(n)
+            # a counter that is no tenant's (uwfq's clock) has no buckets
+            keys.append(self._key(f"rate:{n}") if t else self._key("counters"))
+            buckets = (t.requests, t.tokens) if t else (None, None)
+            caps = [b.capacity if b is not None else 0 for b in buckets]
+            charged = full - self._synced.get(n, 0.0) - lift
+            args += [n, charged, full, 1 if lift > 0 else 0, q, *caps]
         reply = await self._call("sync", lambda: self._script("SYNC", keys, args))
         assert self._scheduler is not None
         now_s = self._scheduler.clock()
@@ -530,19 +528,22 @@ class RedisState:
             self.epoch = epoch
             await self._renew()
         self.epoch = epoch
-        for i, t in enumerate(tenants):
+        for i, n in enumerate(names):
             counter_s, fleet_queued, requests, tokens = reply[1 + 4 * i : 5 + 4 * i]
             fleet = float(counter_s)
-            if add is not None and fleet != before[i]:
-                add(t.name, fleet - before[i])  # changes since ``before`` stay on top
-            self._synced[t.name] = fleet
-            self._lifted[t.name] = self._lifted.get(t.name, 0.0) + lifts[i]
-            self._fleet_queued[t.name] = (int(fleet_queued), queued[i])
+            if shared is not None and fleet != before[i]:
+                shared.add_to_counter(n, fleet - before[i])  # changes since ``before`` stay
+            self._synced[n] = fleet
+            self._lifted[n] = self._lifted.get(n, 0.0) + lifts[i]
+            t = tenants.get(n)
+            if t is None:
+                continue
+            self._fleet_queued[n] = (int(fleet_queued), queued[i])
             # the buckets' fleet levels: what this replica seeds a restarted Redis with
             for bucket, value in ((t.requests, requests), (t.tokens, tokens)):
                 if bucket is not None and value != "":
                     bucket.level, bucket.stamp_s = float(value), now_s
-        if add is not None:
+        if shared is not None:
             self._scheduler_dispatch()
 
     # ------------------------------------------------------------ predictor updates
