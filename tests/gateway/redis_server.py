@@ -12,8 +12,9 @@ import contextlib
 import importlib.util
 import shutil
 import subprocess
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 
@@ -31,18 +32,19 @@ needs_redis = pytest.mark.skipif(
 class RedisServer:
     """``redis-server`` as a child process; :meth:`restart` keeps its port."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra: Sequence[str] = (), cwd: str | None = None) -> None:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._extra, self._cwd = list(extra), cwd
 
     def start(self) -> RedisServer:
         """Start it and wait until it answers PING."""
         assert REDIS_SERVER is not None
         self.proc = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+             "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning", *self._extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self._cwd,
         )  # fmt: skip
         deadline = time.monotonic() + 10
         while not self.ping():
@@ -96,3 +98,51 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+class RedisClusterServers:
+    """A Redis Cluster of ``nodes`` primaries (no replicas) on free loopback ports.
+
+    Each node gets its own cluster bus port (``cluster-port``) and config file in
+    a temporary folder; the slots are split evenly and the nodes meet, then
+    :meth:`start` waits until every node reports ``cluster_state:ok``.
+    ``url`` is the first node's, as a user would give one seed node.
+    """
+
+    def __init__(self, nodes: int = 3) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="fairserve-redis-cluster-")
+        self.bus_ports = [free_port() for _ in range(nodes)]
+        self.nodes = []
+        for i, bus in enumerate(self.bus_ports):
+            options = ["--cluster-enabled", "yes", "--cluster-port", str(bus),
+                       "--cluster-config-file", f"nodes-{i}.conf", "--cluster-node-timeout", "2000"]  # fmt: skip
+            self.nodes.append(RedisServer(options, cwd=self._dir.name))
+        self.url = f"redis://127.0.0.1:{self.nodes[0].port}"
+
+    def start(self) -> RedisClusterServers:
+        """Start the nodes, give each its slots, join them; wait until the cluster is ok."""
+        import redis
+
+        for node in self.nodes:
+            node.start()
+        clients = [redis.Redis(port=n.port, decode_responses=True) for n in self.nodes]
+        step = 16384 // len(self.nodes)
+        for i, client in enumerate(clients):
+            last = 16383 if i == len(clients) - 1 else (i + 1) * step - 1
+            client.execute_command("CLUSTER", "ADDSLOTSRANGE", i * step, last)
+        for node, bus in zip(self.nodes[1:], self.bus_ports[1:], strict=True):
+            clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, bus)
+        deadline = time.monotonic() + 20
+        while not all(c.cluster("info")["cluster_state"] == "ok" for c in clients):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Redis Cluster did not come up")
+            time.sleep(0.05)
+        for client in clients:
+            client.close()
+        return self
+
+    def stop(self) -> None:
+        """Stop every node and remove their folder."""
+        for node in self.nodes:
+            node.stop()
+        self._dir.cleanup()

@@ -203,7 +203,7 @@ def test_engine_concurrency_never_above_the_cap(
         assert upstream.counts.peak <= 4, upstream.counts.peak
         assert upstream.counts.served == len(answers)
         # every lease was given back
-        leases = f"fairserve:leases:{upstream.url}"
+        leases = f"{{fairserve}}:leases:{upstream.url}"
         assert wait_until(lambda: redis.client().zcard(leases) == 0)
 
 
@@ -222,7 +222,7 @@ def test_a_dead_replicas_slots_come_back_after_the_lease_ttl(
     # A replica that died holding all four slots (leases it will never renew).
     seconds, micros = redis.client().time()
     expiry_ms = seconds * 1000 + micros // 1000 + 1000
-    redis.client().zadd(f"fairserve:leases:{upstream.url}",
+    redis.client().zadd(f"{{fairserve}}:leases:{upstream.url}",
                         {f"dead:{i}": expiry_ms for i in range(4)})  # fmt: skip
     with replicas([replica_config(upstream.url, redis.url)]) as running:
         start = time.monotonic()

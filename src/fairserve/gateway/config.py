@@ -196,7 +196,9 @@ class StateConfig(_Model):
     ``poll_interval_s``: how often a replica asks again for a slot while the
     fleet's slots are taken and no freed slot woke it (a release wakes the
     replicas next in line). ``retry_interval_s``: reconnection attempts while
-    Redis is unreachable.
+    Redis is unreachable. ``cluster``: ``url`` is one node of a Redis Cluster
+    (the client finds the others); every key of a deployment carries the hash
+    tag ``{namespace}``, so each script's keys are in one slot.
     """
 
     backend: Literal["memory", "redis"] = "memory"
@@ -208,13 +210,16 @@ class StateConfig(_Model):
     sync_interval_s: float = Field(default=0.05, gt=0)
     poll_interval_s: float = Field(default=0.005, gt=0)
     retry_interval_s: float = Field(default=0.5, gt=0)
+    cluster: bool = False
 
     @model_validator(mode="after")
     def _url_for_redis(self) -> StateConfig:
         if self.backend == "redis" and self.url is None:
             raise ValueError("backend redis needs url (redis://host:port/db)")
-        if self.backend == "memory" and self.url is not None:
-            raise ValueError("url is only used with backend: redis")
+        if self.backend == "memory" and (self.url is not None or self.cluster):
+            raise ValueError("url and cluster are only used with backend: redis")
+        if self.cluster and self.url is not None and self.url.startswith("unix://"):
+            raise ValueError("cluster needs a redis:// or rediss:// url of one of its nodes")
         if self.lease_ttl_s < 4 * self.sync_interval_s:
             raise ValueError("lease_ttl_s must be at least 4 x sync_interval_s (leases are renewed "
                              "every sync)")  # fmt: skip

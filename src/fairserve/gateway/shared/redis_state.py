@@ -1,7 +1,8 @@
 """The gateway's shared state on Redis (``state: {backend: redis, url: ...}``).
 
-Keys, all under ``<namespace>:`` (one namespace per deployment):
-``rate:<tenant>`` (a tenant's buckets), ``leases:<backend>`` and
+Keys, all under ``{<namespace>}:`` (one namespace per deployment; the braces
+are Redis Cluster's hash tag, so a deployment's keys share one slot and
+every script runs on one node): ``rate:<tenant>`` (a tenant's buckets), ``leases:<backend>`` and
 ``waiters:<backend>`` (engine slots), ``counters``, ``queued``, ``replicas``,
 ``seen``, ``epoch``, ``settle``, ``learned`` (a stream of the predictors'
 updates); the pub/sub channel ``wake``. Backends are
@@ -45,6 +46,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis.asyncio as aioredis
 from prometheus_client import Counter, Gauge, Histogram
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -96,6 +98,9 @@ class _StateMetrics:
                                "Predictor updates sent to the other replicas (sent) and "
                                "applied from them (applied).", ["direction"],
                                registry=r)  # fmt: skip
+        self.wakes = Counter("fairserve_shared_state_wakes",
+                             "Wake messages received: a released engine slot is held for this replica.",
+                             registry=r)  # fmt: skip
         self.rtt = Histogram("fairserve_shared_state_round_trip_seconds",
                              "Shared-state round trips, by operation.", ["op"],
                              buckets=_RTT_BUCKETS_S, registry=r)  # fmt: skip
@@ -127,9 +132,9 @@ class RedisState:
         self.replica = replica or uuid.uuid4().hex[:12]
         self.up = False
         self.epoch = ""  # the epoch last seen ("" before the first answer)
-        self._ns = config.namespace
+        self._ns = "{" + config.namespace + "}"
         self._names = (f"{self.replica}:{i}" for i in itertools.count())
-        self._client: aioredis.Redis | None = None
+        self._client: aioredis.Redis | RedisCluster | None = None
         self._scripts: dict[str, Any] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
@@ -178,10 +183,16 @@ class RedisState:
         assert cfg.url is not None and self._scheduler is not None
         self._wake = asyncio.Event()
         self._lease_lock = asyncio.Lock()
-        self._client = aioredis.Redis.from_url(
-            cfg.url, decode_responses=True, socket_timeout=cfg.timeout_s,
+        # No retries inside the client: a failed round trip is an outage the
+        # replica handles (a charge must never be sent twice).
+        options: dict[str, Any] = dict(
+            decode_responses=True, socket_timeout=cfg.timeout_s,
             socket_connect_timeout=cfg.timeout_s, retry=Retry(NoBackoff(), 0),
         )  # fmt: skip
+        if cfg.cluster:
+            self._client = RedisCluster.from_url(cfg.url, **options)
+        else:
+            self._client = aioredis.Redis.from_url(cfg.url, **options)
         for name in ("RATE", "ACQUIRE", "RELEASE", "RENEW", "SYNC"):
             self._scripts[name] = self._client.register_script(getattr(lua, name))
         if not await self._connect():
@@ -269,9 +280,13 @@ class RedisState:
     async def _reconnect(self) -> None:
         # Pooled connections to a Redis that went away are dead even once it is back:
         # drop them all, so no request meets one later.
-        assert self._client is not None
+        client = self._client
+        assert client is not None
         with contextlib.suppress(RedisError, OSError):
-            await self._client.connection_pool.disconnect()
+            if isinstance(client, RedisCluster):
+                await client.aclose()  # (the next command maps the cluster again)
+            else:
+                await client.connection_pool.disconnect()
         while not await self._connect():
             await asyncio.sleep(self.config.retry_interval_s)
         log.warning("shared state reachable again")
@@ -454,14 +469,24 @@ class RedisState:
 
     async def _wake_worker(self) -> None:
         """Listen on the wake channel: a slot freed for this replica wakes its slot worker."""
-        assert self._client is not None
+        client = self._client
+        assert client is not None
         while True:
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            if isinstance(client, RedisCluster):
+                # a cluster's pub/sub picks its node from the client's slot map
+                try:
+                    await client.initialize()
+                except (RedisError, OSError, TimeoutError):
+                    await asyncio.sleep(self.config.retry_interval_s)
+                    continue
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self._key("wake"))
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None and self.replica in str(message["data"]).split():
+                        assert self._metrics is not None
+                        self._metrics.wakes.inc()
                         self._wake.set()
             except (RedisError, OSError, TimeoutError):
                 # Redis is away (the other workers see it too); missed wakes are
