@@ -141,6 +141,21 @@ class RedisClusterServers:
             client.close()
         return self
 
+    def restart(self, index: int) -> None:
+        """Restart node ``index`` empty (its slots kept: its config file stays); wait until
+        the cluster is ok again."""
+        import redis
+
+        self.nodes[index].restart()
+        clients = [redis.Redis(port=n.port, decode_responses=True) for n in self.nodes]
+        deadline = time.monotonic() + 20
+        while not all(c.cluster("info")["cluster_state"] == "ok" for c in clients):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Redis Cluster did not come back")
+            time.sleep(0.05)
+        for client in clients:
+            client.close()
+
     def stop(self) -> None:
         """Stop every node and remove their folder."""
         for node in self.nodes:

@@ -7,8 +7,10 @@ the seed node the replicas are given, so every round trip is routed.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from fairserve.gateway.config import ConfigError
@@ -17,6 +19,7 @@ from tests.gateway.redis_server import RedisClusterServers, needs_redis
 from tests.gateway.servers import ServerThread
 from tests.gateway.test_shared_state import (
     Upstream,
+    _post,
     books_balance,
     counting_upstream_app,
     metric,
@@ -43,18 +46,21 @@ def cluster() -> Iterator[RedisClusterServers]:
         servers.stop()
 
 
-def _off_seed_namespace(cluster: RedisClusterServers) -> str:
-    """A namespace whose slot is served by a node other than the seed (the first)."""
+def _off_seed_namespace(cluster: RedisClusterServers, prefix: str = "team") -> tuple[str, int]:
+    """A namespace whose slot is served by a node other than the seed (the first),
+    and the index of that node."""
     import redis
 
     seed = redis.Redis(port=cluster.nodes[0].port, decode_responses=True)
     try:
-        owned = [(int(a), int(b)) for a, b, *_ in seed.execute_command("CLUSTER", "SLOTS")
-                 if int(_[0][1]) == cluster.nodes[0].port]  # fmt: skip
+        ports = [n.port for n in cluster.nodes]
+        owner = {(int(a), int(b)): ports.index(int(primary[1]))
+                 for a, b, primary, *_ in seed.execute_command("CLUSTER", "SLOTS")}  # fmt: skip
         for i in range(100):
-            slot = int(seed.execute_command("CLUSTER", "KEYSLOT", f"{{team-{i}}}"))
-            if not any(a <= slot <= b for a, b in owned):
-                return f"team-{i}"
+            slot = int(seed.execute_command("CLUSTER", "KEYSLOT", f"{{{prefix}-{i}}}"))
+            node = next(n for (a, b), n in owner.items() if a <= slot <= b)
+            if node != 0:
+                return f"{prefix}-{i}", node
     finally:
         seed.close()
     raise AssertionError("every namespace tried hashes to the seed node")
@@ -72,7 +78,7 @@ def test_cluster_config_needs_redis_and_a_tcp_url() -> None:
 def test_two_replicas_share_limits_and_slots_through_a_cluster(
     cluster: RedisClusterServers, upstream: Upstream
 ) -> None:
-    namespace = _off_seed_namespace(cluster)
+    namespace, _ = _off_seed_namespace(cluster)
     limit = 12
     tenants = {"a": {"api_key": KEY_A, "limits": {"requests_per_min": limit}},
                "b": {"api_key": KEY_B}}  # fmt: skip
@@ -109,3 +115,34 @@ def test_two_replicas_share_limits_and_slots_through_a_cluster(
             client.close()
         assert {f"{{{namespace}}}:{k}" for k in ("rate:a", "counters", "epoch")} <= where.keys()
         assert len(set(where.values())) == 1 and cluster.nodes[0].port not in where.values()
+
+
+@needs_redis
+def test_the_namespaces_node_restarted_mid_run_loses_and_doubles_nothing(
+    cluster: RedisClusterServers, upstream: Upstream
+) -> None:
+    namespace, node = _off_seed_namespace(cluster, prefix="restart")
+    state = {"cluster": True, "namespace": namespace}
+    configs = [replica_config(upstream.url, cluster.url, state=state) for _ in range(2)]
+    with replicas(configs) as running:
+        urls, gateways = [s.url for s, _ in running], [gw for _, gw in running]
+
+        async def run() -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=30) as client:
+                tasks = [asyncio.ensure_future(_post(client, urls[i % 2], KEY_B))
+                         for i in range(40)]  # fmt: skip
+                await asyncio.sleep(0.3)
+                await asyncio.to_thread(cluster.restart, node)  # an empty node comes back
+                return await asyncio.gather(*tasks)
+
+        answers = asyncio.run(run())
+        # fail open: every request served once, none lost
+        assert [r.status_code for r in answers] == [200] * len(answers)
+        assert wait_until(lambda: books_balance(gateways))
+        assert sum(gw.outcomes["completed"] for gw in gateways) == len(answers)
+        assert wait_until(lambda: all(metric(gw, "fairserve_shared_state_up") == 1
+                                      for gw in gateways))  # fmt: skip
+        # the cap holds again once the replicas have re-asserted their leases
+        upstream.counts.peak = 0
+        assert [r.status_code for r in spread(urls, 20, KEY_B)] == [200] * 20
+        assert upstream.counts.peak <= 4, upstream.counts.peak

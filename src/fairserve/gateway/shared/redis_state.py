@@ -488,9 +488,14 @@ class RedisState:
                         assert self._metrics is not None
                         self._metrics.wakes.inc()
                         self._wake.set()
-            except (RedisError, OSError, TimeoutError):
-                # Redis is away (the other workers see it too); missed wakes are
-                # covered by the slot worker's poll meanwhile.
+            except Exception as exc:
+                # Redis is away (the other workers see it too), or the pub/sub
+                # connection broke in a way the client does not wrap in a
+                # RedisError (a cluster node restarted under it). Wakes only
+                # hurry the slot worker, whose poll covers missed ones: listen
+                # again, whatever it was.
+                if not isinstance(exc, RedisError | OSError | TimeoutError):
+                    log.warning("wake listener: %r; subscribing again", exc)
                 await asyncio.sleep(self.config.retry_interval_s)
             finally:
                 with contextlib.suppress(RedisError, OSError, TimeoutError):
