@@ -6,6 +6,8 @@ heavy tenant keeps 32 streams open, which fills the engine's batch of 32
 (modelled step 12 ms, 49 ms on the wall clock); the light tenant's objective
 is 30 ms per output token. Held to the objective, the dispatcher keeps the
 batch small enough for it and the rest of the flood waits at the gateway.
+With a tighter objective (14 ms, 1.5x its time per token alone), the light
+tenant's E2E p99 beside the flood stays within 1.5x of its p99 alone.
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ from tests.helpers import wait_until
 
 SEQS = 32
 LIGHT_STREAMS = 2  # the light tenant's concurrent streams (a few % of the batch)
+WARMUP_S = 3.0
 OBJECTIVE_S = 0.030
+# 1.5x the light tenant's time per token alone here (~9.3 ms on the wall clock)
+TIGHT_S = 0.014
 ENGINE = EngineSettings(model=MODEL, engine=EngineConfig(max_num_seqs=SEQS), time_scale=4.0)
 
 
@@ -63,11 +68,16 @@ async def _scenario(url: str, duration_s: float, flood: bool) -> dict[str, Any]:
         return done
 
     async def light_loop(client: httpx.AsyncClient) -> int:
-        await asyncio.sleep(2.0)  # the flood first
+        # Steady state only: the light tenant is always there, but its requests of
+        # the first WARMUP_S are not counted (the batch limit comes down from the
+        # flood's full batch in 20% steps, and running requests are not preempted).
+        warm = time.perf_counter() + WARMUP_S
         while time.perf_counter() < stop:
+            sent = time.perf_counter()
             e2e, gaps = await _stream(client, url, KEY_A, 20)
-            light_e2e.append(e2e)
-            light_itl.extend(gaps)
+            if sent >= warm:
+                light_e2e.append(e2e)
+                light_itl.extend(gaps)
         return 0
 
     limits = httpx.Limits(max_connections=64)
@@ -79,11 +89,13 @@ async def _scenario(url: str, duration_s: float, flood: bool) -> dict[str, Any]:
             "light_requests": len(light_e2e)}  # fmt: skip
 
 
-def _run(slo_concurrency: str, flood: bool = True) -> tuple[dict[str, Any], Gateway]:
+def _run(
+    slo_concurrency: str, flood: bool = True, objective_s: float = OBJECTIVE_S
+) -> tuple[dict[str, Any], Gateway]:
     with engine_thread(ENGINE) as engine:
         config = gateway_config(
             [engine.url], policy="vtc",
-            tenants={"a": {"api_key": KEY_A, "slo": {"tpot_s": OBJECTIVE_S}},
+            tenants={"a": {"api_key": KEY_A, "slo": {"tpot_s": objective_s}},
                      "b": {"api_key": KEY_B}},
             backends=[{"url": engine.url, "max_concurrency": 64, "max_engine_waiting": 64,
                        "metrics": "off"}],
@@ -101,7 +113,8 @@ def _run(slo_concurrency: str, flood: bool = True) -> tuple[dict[str, Any], Gate
 def runs() -> dict[str, dict[str, Any]]:
     """The flood with the objective ignored (off) and held (on), and the light tenant alone."""
     return {"off": _run("off")[0], "on": _run("auto")[0],  # on: tenant a has a TPOT objective
-            "alone": _run("auto", flood=False)[0]}  # fmt: skip
+            "alone": _run("auto", flood=False)[0],
+            "tight": _run("auto", objective_s=TIGHT_S)[0]}  # fmt: skip
 
 
 def test_a_tpot_objective_holds_the_engines_batch_to_meet_it(
@@ -122,12 +135,20 @@ def test_a_tpot_objective_holds_the_engines_batch_to_meet_it(
 def test_the_light_tenants_e2e_p99_beside_the_flood_within_1_5x_of_alone(
     runs: dict[str, dict[str, Any]],
 ) -> None:
-    """The issue's bar, live: held to its TPOT objective under vtc, the light tenant's
-    E2E p99 beside a flood that fills the batch stays within 1.5x of its p99 alone,
-    while the flood still gets the rest of the engine."""
-    alone, on, off = runs["alone"], runs["on"], runs["off"]
-    print("alone", alone, "on", on)
-    assert alone["light_requests"] >= 20 and on["light_requests"] >= 15
-    assert on["light_e2e_p99_s"] <= 1.5 * alone["light_e2e_p99_s"]
-    assert off["light_e2e_p99_s"] > 1.5 * alone["light_e2e_p99_s"]  # what the objective fixes
-    assert on["heavy_done"] > 0.3 * off["heavy_done"]
+    """Held to a TPOT objective that a full batch misses and a smaller one meets (1.5x
+    its time per token alone), the light tenant's E2E p99 beside the flood stays within
+    1.5x of its p99 alone under vtc, while the flood still gets the rest of the engine.
+
+    Wall-clock latencies on a shared machine: one fresh repeat of the flooded run is
+    allowed (as in test_fairness); both missing fails the test."""
+    alone, tight, off = runs["alone"], runs["tight"], runs["off"]
+    bound = 1.5 * alone["light_e2e_p99_s"]
+    print("alone", alone, "tight", tight)
+    assert alone["light_itl_s"] < TIGHT_S < off["light_itl_s"]  # a full batch misses it
+    assert off["light_e2e_p99_s"] > bound  # what the objective fixes
+    if tight["light_e2e_p99_s"] > bound:
+        tight = _run("auto", objective_s=TIGHT_S)[0]
+        print("repeat", tight)
+    assert tight["light_requests"] >= 20
+    assert tight["light_e2e_p99_s"] <= bound
+    assert tight["heavy_done"] > 0.3 * off["heavy_done"]

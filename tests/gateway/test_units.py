@@ -227,10 +227,10 @@ def test_the_tpot_batch_limit_follows_the_measured_time_per_token() -> None:
     backend = BackendState(0, cfg.backends[0])
     for i in range(20):
         backend.take(Load(Request(i, 0.0, 10, 10)))
-    assert backend.tpot_allows(reserve=4)  # no objective yet: no limit
+    assert backend.tpot_allows(4, objective=False)  # no objective yet: no limit
     now = 0.0
     backend.observe_itl(0.050, now, objective_s=0.030)  # too slow: down to 0.8 x 20
-    assert backend.tpot_limit == 16.0 and not backend.tpot_allows(reserve=0)
+    assert backend.tpot_limit == 16.0 and not backend.tpot_allows(4, objective=False)
     for k in range(12):  # faster now; within the adjust interval the limit stays
         backend.observe_itl(0.001, now + 0.01 * (k + 1), objective_s=0.030)
     assert backend.tpot_limit == 16.0
@@ -239,11 +239,66 @@ def test_the_tpot_batch_limit_follows_the_measured_time_per_token() -> None:
     assert backend.itl_s is not None and backend.itl_s < 0.024 and backend.tpot_limit == 17.0
     backend.observe_itl(0.001, now + 2.0, objective_s=0.030)  # nothing held since: stays
     assert backend.tpot_limit == 17.0
-    assert not backend.tpot_allows(reserve=0)  # 20 in flight, limit 17: held
+    assert not backend.tpot_allows(4, objective=False)  # 20 in flight, limit 17: held
     backend.observe_itl(0.001, now + 3.0, objective_s=0.030)
     assert backend.tpot_limit == 18.0
     backend.observe_itl(0.001, now + 4.0, objective_s=None)  # no objective in force
-    assert backend.tpot_limit is None and backend.tpot_allows(reserve=4)
+    assert backend.tpot_limit is None and backend.tpot_allows(4, objective=False)
+
+
+def test_requests_with_an_objective_have_reserved_seats_past_the_limit() -> None:
+    """The limit came down below the batch the flood holds: a request with an objective
+    still goes, up to ``reserve_seqs`` of them, and without one it waits for the limit."""
+    cfg = gateway_config(["http://127.0.0.1:1"], backends=[
+        {"url": "http://127.0.0.1:1", "max_concurrency": 64},
+    ])  # fmt: skip
+    backend = BackendState(0, cfg.backends[0])
+    for i in range(20):
+        backend.take(Load(Request(i, 0.0, 10, 10)))
+    backend.observe_itl(0.050, 0.0, objective_s=0.030)  # limit 16, 20 in flight
+    assert not backend.tpot_allows(4, objective=False)
+    for i in range(4):
+        assert backend.tpot_allows(4, objective=True)
+        backend.take(Load(Request(100 + i, 0.0, 10, 10), objective=True))
+    assert backend.inflight_objective == 4
+    assert not backend.tpot_allows(4, objective=True)  # its seats are taken: the limit again
+    backend.give_back(next(load for load in backend.loads if load.objective))
+    assert backend.inflight_objective == 3 and backend.tpot_allows(4, objective=True)
+
+
+def test_a_request_with_an_objective_goes_past_a_head_held_for_its_seats() -> None:
+    """fifo puts the flood's requests first; once the TPOT limit holds them back (they
+    must leave the reserved seats free), the light tenant's request behind them still
+    takes a reserved seat at once, and the flood's go only as the limit allows."""
+    cfg = gateway_config(["http://127.0.0.1:1"], tenants={
+        "light": {"api_key": "sk-a", "slo": {"tpot_s": 0.03}}, "heavy": {"api_key": "sk-b"},
+    }, backends=[{"url": "http://127.0.0.1:1", "max_concurrency": 64}])  # fmt: skip
+    tenants = Tenants(cfg, 0.0)
+    light, heavy = tenants.by_name["light"], tenants.by_name["heavy"]
+    backend = BackendState(0, cfg.backends[0])
+
+    async def run() -> None:
+        scheduler = Scheduler(POLICIES.build("fifo"), ROUTERS.build("least-tokens"), [backend],
+                              lambda: 0.0, tenants=[light, heavy], config=cfg.dispatch)  # fmt: skip
+        light.active = 1  # the objective is in force
+        flood = [scheduler.submit(Request(i, 0.0, 10, 10, tenant="heavy"), heavy, 60.0)
+                 for i in range(12)]  # fmt: skip
+        assert all(t.state is TicketState.ASSIGNED for t in flood[:12])  # no limit yet
+        backend.observe_itl(0.050, 0.0, objective_s=0.03)  # too slow: limit 0.8 x 12
+        assert backend.tpot_limit == pytest.approx(9.6)
+        held = [scheduler.submit(Request(100 + i, 0.0, 10, 10, tenant="heavy"), heavy, 60.0)
+                for i in range(3)]  # fmt: skip
+        ticket = scheduler.submit(Request(200, 0.0, 10, 10, tenant="light"), light, 60.0)
+        assert [t.state for t in held] == [TicketState.QUEUED] * 3
+        assert ticket.state is TicketState.ASSIGNED and backend.inflight_objective == 1
+        assert scheduler.queued == 3 and light.queued == 0 and heavy.queued == 3
+        for t in held:
+            scheduler.withdraw(t)
+        for t in [ticket, *flood]:
+            scheduler.release(backend, t)
+        assert backend.inflight == 0
+
+    asyncio.run(run())
 
 
 def test_a_tpot_objective_stays_in_force_while_its_tenant_is_active() -> None:

@@ -61,7 +61,7 @@ class Ticket:
     def __init__(self, req: Request, tenant: TenantState) -> None:
         self.req = req
         self.tenant = tenant
-        self.load = Load(req)  # what it puts on the backend it is sent to
+        self.load = Load(req, bool(tenant.core.slo.tpot_s))  # what it puts on its backend
         self.future: asyncio.Future[BackendState] = asyncio.get_running_loop().create_future()
         self.state = TicketState.QUEUED
         self.exclude: set[int] = set()
@@ -96,6 +96,7 @@ class Scheduler:
         self.clock = clock
         self.queued_prompt_tokens = 0  # prompts waiting in the policy (for SLO admission)
         self._queued: dict[int, Ticket] = {}  # in the policy, by request id
+        self._objective_queued: dict[int, Ticket] = {}  # of which with a TPOT objective
         self._retry: deque[Ticket] = deque()  # failed upstream, served before the policy
         self._objective_s: float | None = None  # the TPOT objective of this dispatch pass
 
@@ -126,6 +127,8 @@ class Scheduler:
         """Queue an admitted request; it may be dispatched before this returns."""
         ticket = Ticket(req, tenant)
         self._queued[req.id] = ticket
+        if ticket.load.objective:
+            self._objective_queued[req.id] = ticket
         tenant.queued += 1
         self.queued_prompt_tokens += req.prompt_tokens
         self.policy.push(req, self.clock())
@@ -190,6 +193,8 @@ class Scheduler:
             ticket = self._queued[head.id]
             candidates = [b for b in self.backends if self._room(b, ticket)]
             if not candidates:
+                if self._objective_s is not None and not ticket.load.objective:
+                    self._past_the_head(now)
                 return
             popped = policy.pop(now)
             assert popped is head, "policy.pop disagrees with policy.peek"
@@ -197,14 +202,30 @@ class Scheduler:
             self._dequeued(ticket)
             self._assign(ticket, candidates, now)
 
+    def _past_the_head(self, now: float) -> None:
+        """Requests with a TPOT objective take their reserved seats past a head without
+        one, oldest first (the head may be held only to leave those seats free).
+
+        Each leaves the policy's queue as a cancelled request would (``remove``):
+        a fair policy charges its service as it is reported, not at dispatch.
+        """
+        for ticket in list(self._objective_queued.values()):
+            candidates = [b for b in self.backends if self._room(b, ticket)]
+            if not candidates:
+                return  # the seats are taken (the next ones would find the same)
+            self.policy.remove(ticket.req)
+            del self._queued[ticket.req.id]
+            self._dequeued(ticket)
+            self._assign(ticket, candidates, now)
+
     def _room(self, backend: BackendState, ticket: Ticket) -> bool:
         if not backend.has_room(ticket.load.tokens):
             return False
-        if self._objective_s is not None:
-            # A request without an objective leaves room for one that has one.
-            reserve = 0 if ticket.tenant.core.slo.tpot_s else self.slo_reserve_seqs
-            if not backend.tpot_allows(reserve):
-                return False
+        # A request without an objective leaves room for one that has one.
+        if self._objective_s is not None and not backend.tpot_allows(
+            self.slo_reserve_seqs, ticket.load.objective
+        ):
+            return False
         return self.slots is None or self.slots.has_slot(backend)
 
     def _assign(self, ticket: Ticket, candidates: list[BackendState], now: float) -> None:
@@ -242,6 +263,7 @@ class Scheduler:
                 ticket.future.set_exception(NoBackend())
 
     def _dequeued(self, ticket: Ticket) -> None:
+        self._objective_queued.pop(ticket.req.id, None)
         ticket.tenant.queued -= 1
         self.queued_prompt_tokens -= ticket.req.prompt_tokens
         assert ticket.tenant.queued >= 0 and self.queued_prompt_tokens >= 0

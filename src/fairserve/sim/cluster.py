@@ -60,7 +60,9 @@ class Cluster:
     that ended within ``slo_hold_s``, so a tenant between two requests keeps
     its objective). Requests of tenants without an objective leave
     ``slo_reserve_seqs`` sequences of that batch free, so a request with one
-    is admitted on arrival rather than after a long request ends. The excess
+    is admitted on arrival rather than after a long request ends: when the
+    policy's head is held only to leave those seats free, queued requests
+    with an objective take them past it, oldest first. The excess
     waits in the global queue, in the policy's order. An idle instance always
     gets one. Throughput is traded for the objective: ``slo_held`` counts the
     dispatches held back for it.
@@ -102,6 +104,7 @@ class Cluster:
         self.slo_reserve_seqs = slo_reserve_seqs
         self._tpot_live: dict[float, int] = {}  # objective -> requests in the system
         self._tpot_ended: dict[float, float] = {}  # objective -> when its last request ended
+        self._objective_queued: dict[Request, None] = {}  # queued with an objective, in order
         self.slo_held = 0  # dispatches held back to meet a TPOT objective
 
     def submit(self, req: Request, now: float) -> None:
@@ -117,6 +120,7 @@ class Cluster:
         objective = self.tpot_s.get(req.tenant)
         if objective is not None:
             self._tpot_live[objective] = self._tpot_live.get(objective, 0) + 1
+            self._objective_queued[req] = None
         self.queue.push(req, now)
         self.dispatch(now)
 
@@ -183,13 +187,31 @@ class Cluster:
                 room = [i for i in candidates if self._meets_tpot(i, tpot, reserve)]
                 if len(room) < len(candidates):
                     self.slo_held += 1
+                if not room and reserve:
+                    self._past_the_head(candidates, tpot, now)
                 candidates = room
             if not candidates:
                 return
             req = queue.pop(now)
             assert req is not None
-            self.queued_prompt_tokens -= req.prompt_tokens
-            pos = self.router.choose(req, candidates, now) if len(candidates) > 1 else 0
-            inst = candidates[pos]
-            inst.add(req, now)
-            self.touched.append(inst)
+            self._send(req, candidates, now)
+
+    def _past_the_head(self, candidates: list[Instance], tpot_s: float, now: float) -> None:
+        """Queued requests with an objective take the seats a head without one leaves
+        free, oldest first; each leaves the policy's queue as a cancelled one would
+        (a fair policy charges its service as the engine reports it)."""
+        for req in list(self._objective_queued):
+            room = [i for i in candidates if self._meets_tpot(i, tpot_s, 0)]
+            if not room:
+                return
+            removed = self.queue.remove(req)
+            assert removed, "a request with an objective left the queue unseen"
+            self._send(req, room, now)
+
+    def _send(self, req: Request, candidates: list[Instance], now: float) -> None:
+        self._objective_queued.pop(req, None)
+        self.queued_prompt_tokens -= req.prompt_tokens
+        pos = self.router.choose(req, candidates, now) if len(candidates) > 1 else 0
+        inst = candidates[pos]
+        inst.add(req, now)
+        self.touched.append(inst)

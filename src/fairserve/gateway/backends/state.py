@@ -48,9 +48,10 @@ TPOT_ADJUST_S = 0.5
 class Load:
     """What one request in flight puts on its backend."""
 
-    __slots__ = ("output_tokens", "predicted_tokens", "prompt_tokens", "tokens")
+    __slots__ = ("objective", "output_tokens", "predicted_tokens", "prompt_tokens", "tokens")
 
-    def __init__(self, req: Request) -> None:
+    def __init__(self, req: Request, objective: bool = False) -> None:
+        self.objective = objective  # its tenant has a TPOT objective
         self.prompt_tokens = req.prompt_tokens
         self.tokens = req.prompt_tokens + req.output_tokens  # prompt + max_tokens
         predicted = req.predicted_output_tokens
@@ -77,6 +78,7 @@ class BackendState:
         self.inflight = 0
         self.inflight_tokens = 0
         self.inflight_predicted_tokens = 0
+        self.inflight_objective = 0  # of which from tenants with a TPOT objective
         self.loads: set[Load] = set()  # the requests in flight here
         self.engine: EngineFigures | None = None  # the last figures the engine reported
         self.running_cap: int | None = None
@@ -97,6 +99,7 @@ class BackendState:
         self.inflight += 1
         self.inflight_tokens += load.tokens
         self.inflight_predicted_tokens += load.predicted_tokens
+        self.inflight_objective += load.objective
         self.loads.add(load)
         self.sent_since_poll += 1
 
@@ -105,6 +108,7 @@ class BackendState:
         self.inflight -= 1
         self.inflight_tokens -= load.tokens
         self.inflight_predicted_tokens -= load.predicted_tokens
+        self.inflight_objective -= load.objective
         self.loads.remove(load)
         self.ended_since_poll += 1
         assert self.inflight >= 0 and self.inflight_tokens >= 0, "capacity released twice"
@@ -147,10 +151,22 @@ class BackendState:
         self.tpot_held = False
         self.tpot_limit = min(limit, float(self.config.max_concurrency))
 
-    def tpot_allows(self, reserve: int) -> bool:
-        """Whether one more request (and ``reserve`` after it) fits the TPOT batch limit."""
+    def tpot_allows(self, reserve_seqs: int, objective: bool) -> bool:
+        """Whether one more request fits the TPOT batch limit.
+
+        A request without an objective leaves ``reserve_seqs`` of the limit
+        free; one with an objective may use them, and always has that many
+        seats of its own: when the limit has just come down below the batch
+        the others hold (running requests are not taken back), its requests
+        do not wait for that batch to drain.
+        """
         limit = self.tpot_limit
-        if limit is None or self.inflight == 0 or self.inflight + 1 + reserve <= limit:
+        if limit is None or self.inflight == 0:
+            return True
+        if objective:
+            if self.inflight + 1 <= limit or self.inflight_objective < reserve_seqs:
+                return True
+        elif self.inflight + 1 + reserve_seqs <= limit:
             return True
         self.tpot_held = True  # the limit binds: it may grow while the objective is met
         return False
