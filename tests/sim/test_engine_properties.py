@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
@@ -188,6 +189,7 @@ CHARGING_WEIGHTS = {
     # preempts for a shorter waiting head: the two engines must agree on that too.
     "oracle-srpt": {"a": 1.0, "b": 1.0},
     "fifo": {"a": 1.0, "b": 1.0},  # for the per-tenant prefill cap below
+    "priority": {"a": 1.0, "b": 1.0},  # for the service quantum below
 }
 
 
@@ -289,3 +291,53 @@ def test_a_per_tenant_prefill_cap_agrees_with_the_per_step_engine(
     for column in ("outcome", "output_tokens", "cached_prompt_tokens", "preemptions"):
         np.testing.assert_array_equal(ordered(fast, column), ordered(ref, column), err_msg=column)
     assert_exactly_once_and_conserved(fast, reqs, fast_engines)  # type: ignore[arg-type]
+
+
+@given(
+    tenant_scenarios(),
+    st.integers(1, 60),
+    st.sampled_from(["vtc", "uwfq", "priority", "fifo", "wrr"]),
+)
+@SETTINGS
+def test_a_service_quantum_agrees_with_the_per_step_engine(
+    scenario: tuple[list[Request], EngineConfig, int, int], quantum: int, where: str
+) -> None:
+    import dataclasses
+
+    reqs, cfg, instances, _ = scenario
+    cfg = dataclasses.replace(cfg, service_quantum_tokens=quantum)
+    fast, fast_engines = simulate_engine_placement(Engine, reqs, cfg, instances, where)
+    ref, _ = simulate_engine_placement(StepEngine, reqs, cfg, instances, where)
+    for column in ("first_scheduled_s", "first_token_s", "finish_s"):
+        np.testing.assert_allclose(
+            ordered(fast, column), ordered(ref, column), rtol=1e-9, atol=1e-12, err_msg=column
+        )
+    for column in ("outcome", "output_tokens", "cached_prompt_tokens", "preemptions"):
+        np.testing.assert_array_equal(ordered(fast, column), ordered(ref, column), err_msg=column)
+    assert_exactly_once_and_conserved(fast, reqs, fast_engines)  # type: ignore[arg-type]
+
+
+def test_a_long_request_yields_its_seat_after_its_quantum() -> None:
+    # One seat. Tenant a's long decode holds it; b's short request arrives behind it.
+    # Without a quantum b waits for all 2,000 of a's tokens; with a 50-token quantum
+    # under vtc, a yields (one recompute preemption) and b runs, then a resumes.
+    reqs = [Request(0, 0.0, 20, 2000, tenant="a"), Request(1, 0.1, 20, 10, tenant="b")]
+    base = EngineConfig(max_num_seqs=1, max_num_batched_tokens=64, enable_prefix_caching=False)
+    runs = {}
+    for quantum in (None, 50):
+        cfg = dataclasses.replace(base, service_quantum_tokens=quantum)
+        for engine in (Engine, StepEngine):
+            records, _ = simulate_engine_placement(engine, reqs, cfg, 1, "vtc")
+            runs[quantum, engine] = records
+    np.testing.assert_allclose(ordered(runs[50, Engine], "finish_s"),
+                               ordered(runs[50, StepEngine], "finish_s"), rtol=1e-9)  # fmt: skip
+    slow, fast = ordered(runs[None, Engine], "finish_s"), ordered(runs[50, Engine], "finish_s")
+    assert fast[1] < 0.1 * slow[1]  # b no longer waits for a's whole answer
+    assert fast[0] > slow[0]  # a pays: b's service and its own recompute
+    assert list(ordered(runs[50, Engine], "preemptions")) == [1, 0]
+    assert list(ordered(runs[None, Engine], "preemptions")) == [0, 0]
+    assert list(ordered(runs[50, Engine], "output_tokens")) == [2000, 10]
+    # fifo would not put b first: nothing yields
+    cfg = dataclasses.replace(base, service_quantum_tokens=50)
+    fifo, _ = simulate_engine_placement(Engine, reqs, cfg, 1, "fifo")
+    assert list(ordered(fifo, "preemptions")) == [0, 0]

@@ -54,6 +54,7 @@ _OPTIONS: list[tuple[str, Any, Any, Any]] = [
     ("gpu_memory_utilization", float, Opt(help="Fraction of GPU memory used."), 0.9),
     ("num_gpu_blocks", int | None, Opt(help="Override the KV capacity in blocks."), None),
     ("max_tenant_prefill_tokens", int | None, Opt(help="Prefill tokens one tenant may take in a step (default: the whole budget)."), None),
+    ("service_quantum_tokens", int | None, Opt(help="Engine placement: a request yields its seat to a waiting head the policy puts first after this many output tokens (a recompute preemption; default: never)."), None),
     ("prefix_caching", bool, Opt(help="Prefix caching."), True),
     ("placement", str, Opt(help="Where the policy runs: gateway (global queue) or engine."), "gateway"),
     ("max_engine_waiting", int, Opt(help="Requests queued per engine at most (gateway placement)."), 8),

@@ -33,6 +33,8 @@ class Flood:
     seed: int = 3
     light_tpot_s: float | None = None  # the light tenant's TPOT objective, if any
     max_tenant_prefill_tokens: int | None = None  # the engine's per-tenant cap per step
+    placement: str = "gateway"  # "engine": the policy is the engine's own waiting queue
+    service_quantum_tokens: int | None = None  # the engine's service quantum
 
     def _source(self, tenant: str, rate: float, prompt: float, output: float) -> dict[str, Any]:
         return {
@@ -69,7 +71,8 @@ class Flood:
         return build(parse_spec(spec, "flood"))
 
     def config(self, policy: str, slo_concurrency: str = "auto") -> SimConfig:
-        """One Llama-3.1-8B/H100 engine behind the policy's global queue (engine queue of 1).
+        """One Llama-3.1-8B/H100 engine behind the policy's global queue (engine queue of 1),
+        or with the policy as its own waiting queue (``placement="engine"``).
 
         With ``light_tpot_s`` the light tenant carries that TPOT objective, and
         SLO-driven concurrency (``slo_concurrency``) holds the batch to it.
@@ -77,6 +80,7 @@ class Flood:
         engine = EngineConfig(
             max_num_seqs=self.max_num_seqs,
             max_tenant_prefill_tokens=self.max_tenant_prefill_tokens,
+            service_quantum_tokens=self.service_quantum_tokens,
         )
         tenants: tuple[Tenant, ...] = ()
         if self.light_tpot_s is not None:
@@ -87,6 +91,7 @@ class Flood:
             max_engine_waiting=1,
             tenants=tenants,
             slo_concurrency=slo_concurrency,
+            placement=self.placement,
         )
 
 

@@ -32,7 +32,8 @@ def preemption_storm(preemptions: int, completed: int) -> str | None:
     return (
         f"preemption storm: {preemptions:,} preemptions for {completed:,} completed requests "
         f"({preemptions / completed:.2f} each); every one recomputes a prompt and its output "
-        "so far, so latencies reflect KV pressure (more KV memory or a lower max_num_seqs helps)"
+        "so far, so latencies reflect KV pressure (more KV memory or a lower max_num_seqs "
+        "helps) or, with a service quantum, its yields (a larger quantum means fewer)"
     )
 
 

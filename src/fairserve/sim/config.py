@@ -20,6 +20,12 @@ class EngineConfig:
     model's context length. ``max_tenant_prefill_tokens`` (not in vLLM) caps
     the prefill tokens of one tenant's requests in a step; a waiting request
     whose tenant has used its cap waits for the next step.
+    ``service_quantum_tokens`` (not in vLLM) bounds how long a request keeps
+    its seat while others wait: a decoding request that has produced that
+    many tokens since it was (re)scheduled yields (a recompute preemption,
+    back into the waiting queue in the queue's own order) when the waiting
+    head is blocked and the queue's policy would preempt it before the head
+    (its ``pick_victim``), so FCFS never yields.
     """
 
     max_num_batched_tokens: int = 8192
@@ -32,6 +38,8 @@ class EngineConfig:
     # Prefill tokens the requests of one tenant may take in one step (None: the whole
     # budget): a tenant's long prompts then cannot fill every step others decode in.
     max_tenant_prefill_tokens: int | None = None
+    # Output tokens a request keeps its seat for while others wait (None: as long as it runs).
+    service_quantum_tokens: int | None = None
 
     def __post_init__(self) -> None:
         checks = (
@@ -58,6 +66,11 @@ class EngineConfig:
                 self.max_tenant_prefill_tokens is None or self.max_tenant_prefill_tokens >= 1,
                 "must be >= 1 or unset",
             ),
+            (
+                "service_quantum_tokens",
+                self.service_quantum_tokens is None or self.service_quantum_tokens >= 1,
+                "must be >= 1 or unset",
+            ),
         )
         for key, ok, what in checks:
             if not ok:
@@ -81,4 +94,5 @@ def engine_config_from(options: Mapping[str, Any]) -> EngineConfig:
         enable_prefix_caching=options["prefix_caching"],
         num_gpu_blocks=options["num_gpu_blocks"],
         max_tenant_prefill_tokens=options.get("max_tenant_prefill_tokens"),
+        service_quantum_tokens=options.get("service_quantum_tokens"),
     )

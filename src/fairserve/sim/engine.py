@@ -135,6 +135,8 @@ class Engine:
         if policy is not None and getattr(policy, "progress_aware", False) is True:
             self._progress = cast(ProgressAware, policy)
         self._preempts = self._progress is not None and self._progress.preempts is True
+        # The service quantum: only a queue with a policy can put another request first.
+        self._quantum = config.service_quantum_tokens if policy is not None else None
         self.decodes = DecodeSet(self.bs, per_tenant=self._charged is not None)
         # the work in flight: one detailed step, or a run of decode steps
         self._batch: list[tuple[Seq, int]] = []
@@ -258,28 +260,65 @@ class Engine:
         assert req is seq.req, "the policy's pop differs from its peek"
         del self._waiting[req]
 
-    def _requeue(self, seq: Seq) -> None:
-        """A preempted sequence goes back to the waiting queue (FCFS: at its front)."""
+    def _requeue(self, seq: Seq, in_order: bool) -> None:
+        """A preempted sequence goes back to the waiting queue: at its front (FCFS and
+        ``requeue``), or where the policy orders it (``in_order``: it yielded)."""
         if self.policy is None:
             self._fcfs.appendleft(seq)
             return
         self._waiting[seq.req] = seq
         if self._progress is not None:
             self._progress.requeue_progress(seq.req, seq.out, seq.todo, self.now)
+        elif in_order:
+            self.policy.push(seq.req, self.now)
         else:
             self.policy.requeue(seq.req, self.now)
 
-    def _preempt_for_shorter(self, progress: ProgressAware) -> None:
-        """Preempt running requests with more remaining work than a blocked waiting head."""
-        max_seqs, chunk = self.config.max_num_seqs, self.config.max_num_batched_tokens
+    def _blocked(self, head: Seq) -> bool:
+        """Whether the waiting head cannot be scheduled for want of a seat or KV blocks."""
+        chunk = min(head.todo, self.config.max_num_batched_tokens)
+        return len(self.running) >= self.config.max_num_seqs or (
+            cdiv(chunk, self.bs) > self.pool.free_blocks
+        )
+
+    def _yield_quantum(self, quantum: int) -> None:
+        """Decoding requests past their quantum yield to a blocked waiting head that the
+        policy would keep before them (its ``pick_victim`` names one of them, not the head)."""
+        assert self.policy is not None
+        g = self.g
         while True:
             head = self._waiting_head()
-            if head is None:
+            if head is None or not self._blocked(head):
                 return
-            blocked = len(self.running) >= max_seqs or (
-                cdiv(min(head.todo, chunk), self.bs) > self.pool.free_blocks
-            )
-            if not blocked:
+            expired = [seq for seq in self.running.values()
+                       if seq.status is SeqStatus.DECODE and seq.out_at(g) - seq.slice_out >= quantum]  # fmt: skip
+            if not expired:
+                return
+            victim = self.policy.pick_victim([*(seq.req for seq in expired), head.req], self.now)
+            if victim is head.req:
+                return
+            self._preempt(next(seq for seq in expired if seq.req is victim), in_order=True)
+
+    def _quantum_steps(self, steps: int, quantum: int) -> int:
+        """A decode run ends where a request's quantum runs out; once one has, the head is
+        looked at after every step, as a step-by-step scheduler would (the policy's
+        choice of victim moves as the decodes are charged, and the head may become
+        blocked as the decodes take KV blocks)."""
+        g = self.g
+        for seq in self.running.values():
+            if seq.status is SeqStatus.DECODE:
+                left = seq.slice_out + quantum - seq.out_at(g)
+                if left <= 0:
+                    return 1
+                if left < steps:
+                    steps = left
+        return steps
+
+    def _preempt_for_shorter(self, progress: ProgressAware) -> None:
+        """Preempt running requests with more remaining work than a blocked waiting head."""
+        while True:
+            head = self._waiting_head()
+            if head is None or not self._blocked(head):
                 return
             victim: Seq | None = None
             most = -1.0
@@ -310,6 +349,8 @@ class Engine:
         if self._preempts and self.num_waiting:
             assert self._progress is not None
             self._preempt_for_shorter(self._progress)
+        if self._quantum is not None and self.num_waiting:
+            self._yield_quantum(self._quantum)
         preempted = self._schedule_running()
         if not preempted:
             self._schedule_waiting()
@@ -476,6 +517,7 @@ class Engine:
         seq.computed = cached
         self._admissions += 1
         seq.admit_no = self._admissions
+        seq.slice_out = seq.out
         if seq.cached_tokens is None:
             seq.cached_tokens = cached
             seq.first_sched_s = self.now
@@ -518,6 +560,8 @@ class Engine:
             # charged (VTC's counters pass one another), so the head is looked
             # at again after every step, as a step-by-step scheduler would.
             steps = 1
+        if self._quantum is not None and self.num_waiting and steps > 1:
+            steps = self._quantum_steps(steps, self._quantum)
         line = self.cost.decode_line(decodes.count, decodes.kv_base + decodes.count * g)
         self._line = line
         self._run_steps = steps
@@ -682,8 +726,9 @@ class Engine:
         if self.on_finish is not None:
             self.on_finish(req, seq.target, self.now)
 
-    def _preempt(self, seq: Seq) -> None:
-        """Free a running sequence's blocks and queue it for recomputation."""
+    def _preempt(self, seq: Seq, in_order: bool = False) -> None:
+        """Free a running sequence's blocks and queue it for recomputation (``in_order``:
+        where the policy orders it, not first)."""
         if seq.status is SeqStatus.DECODE:
             computed, seq.out = self.decodes.leave(seq, self.g)
         else:
@@ -697,7 +742,7 @@ class Engine:
         self.waiting_prefill_tokens += seq.todo
         seq.preemptions += 1
         self.preemptions += 1
-        self._requeue(seq)
+        self._requeue(seq, in_order)
 
     # --- inspection ---------------------------------------------------------------------
 

@@ -47,6 +47,7 @@ class Seq:
         "req",
         "residue",
         "shared_blocks",
+        "slice_out",
         "status",
         "target",
         "todo",
@@ -72,6 +73,7 @@ class Seq:
         self.first_sched_s = NAN
         self.first_token_s = NAN
         self.preemptions = 0
+        self.slice_out = 0  # output tokens when it was last scheduled (the service quantum)
         # Prompt tokens served from the prefix cache at the first admission.
         self.cached_tokens: int | None = None
 

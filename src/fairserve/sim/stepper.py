@@ -47,11 +47,13 @@ class StepSeq:
         "out",
         "preemptions",
         "req",
+        "slice_out",
     )
 
     def __init__(self, req: Request) -> None:
         self.req = req
         self.out = 0
+        self.slice_out = 0  # output tokens when it was last scheduled (the service quantum)
         self.computed = 0
         self.decoding = False  # past its (re)computation: one token a step
         self.entries: list[CacheEntry] = []
@@ -217,6 +219,9 @@ class StepEngine:
         progress = self._progress
         if progress is not None and progress.preempts and self.num_waiting:
             self._preempt_for_shorter(progress)
+        quantum = self.config.service_quantum_tokens
+        if quantum is not None and self.num_waiting:
+            self._yield_quantum(quantum)
         budget = self._schedule_running()
         if budget is not None:
             self._schedule_waiting(budget)
@@ -258,6 +263,28 @@ class StepEngine:
             if not progress.remaining(head.req, head.out, head.num_tokens) < most:
                 return
             self._preempt(victim)
+
+    def _yield_quantum(self, quantum: int) -> None:
+        """As ``Engine._yield_quantum``: decodes past their quantum yield to a blocked head
+        the policy keeps before them."""
+        max_seqs, chunk = self.config.max_num_seqs, self.config.max_num_batched_tokens
+        while True:
+            head_req = self.policy.peek(self.now)
+            if head_req is None:
+                return
+            head = self.seqs[head_req]
+            blocked = len(self.running) >= max_seqs or (
+                cdiv(min(head.num_tokens, chunk), self.bs) > self.pool.free_blocks
+            )
+            if not blocked:
+                return
+            expired = [s for s in self.running if s.decoding and s.out - s.slice_out >= quantum]
+            if not expired:
+                return
+            victim = self.policy.pick_victim([*(s.req for s in expired), head_req], self.now)
+            if victim is head_req:
+                return
+            self._preempt(next(s for s in expired if s.req is victim), in_order=True)
 
     def _schedule_running(self) -> int | None:
         """The running loop; returns the budget left, or None if it preempted."""
@@ -353,6 +380,7 @@ class StepEngine:
             if seq.cached_tokens is None:
                 seq.cached_tokens = cached
                 seq.first_sched_s = self.now
+            seq.slice_out = seq.out
             self.running.append(seq)
             self.scheduled.append((seq, n))
             self._tenant_took(seq, n)
@@ -436,7 +464,7 @@ class StepEngine:
         if self.on_finish is not None:
             self.on_finish(req, seq.out, self.now)
 
-    def _preempt(self, seq: StepSeq) -> None:
+    def _preempt(self, seq: StepSeq, in_order: bool = False) -> None:
         self._release(seq)
         self.running.remove(seq)
         seq.computed = 0
@@ -447,6 +475,8 @@ class StepEngine:
         progress = self._progress
         if progress is not None:
             progress.requeue_progress(seq.req, seq.out, seq.num_tokens, self.now)
+        elif in_order:
+            self.policy.push(seq.req, self.now)  # it yielded: where the policy orders it
         else:
             self.policy.requeue(seq.req, self.now)
 

@@ -46,8 +46,10 @@ Adaptation to token service (ours; the paper schedules Spark tasks):
   clock at push is a lift, merged as a maximum), and a replica's head ranks
   by its finish tag. A merge moves only future tags: requests already queued
   keep theirs.
-- Not adapted: UWFQ's runtime partitioning (splitting long tasks). A queue
-  cannot cut requests; the engine's chunked prefill bounds the prefill side.
+- UWFQ's runtime partitioning (splitting long tasks) is the engine's
+  service quantum (``EngineConfig.service_quantum_tokens``): a queue cannot
+  cut a request, but an engine whose waiting queue is this policy preempts a
+  long decode for a blocked head with an earlier tag.
 
 Costs, with T tenants queued: push and pop O(log n + log T), ``remove`` O(1)
 amortised (plus a re-rank when it removes a head), ``on_served`` and
