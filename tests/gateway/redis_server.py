@@ -132,29 +132,31 @@ class RedisClusterServers:
             client.execute_command("CLUSTER", "ADDSLOTSRANGE", i * step, last)
         for node, bus in zip(self.nodes[1:], self.bus_ports[1:], strict=True):
             clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, bus)
-        deadline = time.monotonic() + 20
-        while not all(c.cluster("info")["cluster_state"] == "ok" for c in clients):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the Redis Cluster did not come up")
-            time.sleep(0.05)
         for client in clients:
             client.close()
+        self._wait_ok("the Redis Cluster did not come up")
         return self
+
+    def _wait_ok(self, failure: str) -> None:
+        """Wait (20 s at most) until every node reports ``cluster_state:ok``."""
+        import redis
+
+        clients = [redis.Redis(port=n.port, decode_responses=True) for n in self.nodes]
+        try:
+            deadline = time.monotonic() + 20
+            while not all(c.cluster("info")["cluster_state"] == "ok" for c in clients):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(failure)
+                time.sleep(0.05)
+        finally:
+            for client in clients:
+                client.close()
 
     def restart(self, index: int) -> None:
         """Restart node ``index`` empty (its slots kept: its config file stays); wait until
         the cluster is ok again."""
-        import redis
-
         self.nodes[index].restart()
-        clients = [redis.Redis(port=n.port, decode_responses=True) for n in self.nodes]
-        deadline = time.monotonic() + 20
-        while not all(c.cluster("info")["cluster_state"] == "ok" for c in clients):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the Redis Cluster did not come back")
-            time.sleep(0.05)
-        for client in clients:
-            client.close()
+        self._wait_ok("the Redis Cluster did not come back")
 
     def stop(self) -> None:
         """Stop every node and remove their folder."""

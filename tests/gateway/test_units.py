@@ -220,13 +220,19 @@ def test_capacity_follows_the_engines_counts() -> None:
     assert backend.running_cap is None and backend.num_running == backend.inflight
 
 
-def test_the_tpot_batch_limit_follows_the_measured_time_per_token() -> None:
+def _backend_with_20_in_flight() -> BackendState:
+    """A backend capped at 64 with 20 requests (without an objective) sent to it."""
     cfg = gateway_config(["http://127.0.0.1:1"], backends=[
         {"url": "http://127.0.0.1:1", "max_concurrency": 64},
     ])  # fmt: skip
     backend = BackendState(0, cfg.backends[0])
     for i in range(20):
         backend.take(Load(Request(i, 0.0, 10, 10)))
+    return backend
+
+
+def test_the_tpot_batch_limit_follows_the_measured_time_per_token() -> None:
+    backend = _backend_with_20_in_flight()
     assert backend.tpot_allows(4, objective=False)  # no objective yet: no limit
     now = 0.0
     backend.observe_itl(0.050, now, objective_s=0.030)  # too slow: down to 0.8 x 20
@@ -249,12 +255,7 @@ def test_the_tpot_batch_limit_follows_the_measured_time_per_token() -> None:
 def test_requests_with_an_objective_have_reserved_seats_past_the_limit() -> None:
     """The limit came down below the batch the flood holds: a request with an objective
     still goes, up to ``reserve_seqs`` of them, and without one it waits for the limit."""
-    cfg = gateway_config(["http://127.0.0.1:1"], backends=[
-        {"url": "http://127.0.0.1:1", "max_concurrency": 64},
-    ])  # fmt: skip
-    backend = BackendState(0, cfg.backends[0])
-    for i in range(20):
-        backend.take(Load(Request(i, 0.0, 10, 10)))
+    backend = _backend_with_20_in_flight()
     backend.observe_itl(0.050, 0.0, objective_s=0.030)  # limit 16, 20 in flight
     assert not backend.tpot_allows(4, objective=False)
     for i in range(4):

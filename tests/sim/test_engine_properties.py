@@ -64,6 +64,18 @@ def simulate(
     return records.to_numpy(), engines  # type: ignore[return-value]
 
 
+def assert_same_records(fast: RecordArrays, ref: RecordArrays, instance: bool) -> None:
+    """The two engines' records agree: times to rounding, counts exactly (and the
+    instance each request ran on, where both routed alike)."""
+    for column in ("first_scheduled_s", "first_token_s", "finish_s"):
+        np.testing.assert_allclose(
+            ordered(fast, column), ordered(ref, column), rtol=1e-9, atol=1e-12, err_msg=column
+        )
+    exact = ("outcome", "output_tokens", "cached_prompt_tokens", "preemptions")
+    for column in ("instance", *exact) if instance else exact:
+        np.testing.assert_array_equal(ordered(fast, column), ordered(ref, column), err_msg=column)
+
+
 def assert_exactly_once_and_conserved(
     rec: RecordArrays, reqs: list[Request], engines: list[Engine]
 ) -> None:
@@ -97,12 +109,7 @@ def test_event_skipping_agrees_with_the_per_step_reference(
     reqs, cfg, instances, cap = scenario
     fast, fast_engines = simulate(Engine, reqs, cfg, instances, cap)
     ref, ref_engines = simulate(StepEngine, reqs, cfg, instances, cap)
-    for column in ("first_scheduled_s", "first_token_s", "finish_s"):
-        np.testing.assert_allclose(
-            ordered(fast, column), ordered(ref, column), rtol=1e-9, atol=1e-12, err_msg=column
-        )
-    for column in ("outcome", "instance", "output_tokens", "cached_prompt_tokens", "preemptions"):
-        np.testing.assert_array_equal(ordered(fast, column), ordered(ref, column), err_msg=column)
+    assert_same_records(fast, ref, instance=True)
     assert sum(e.preemptions for e in fast_engines) == sum(e.preemptions for e in ref_engines)
 
 
@@ -234,12 +241,7 @@ def test_engine_placement_with_charging_policies_agrees_with_the_per_step_engine
     reqs, cfg, instances, _ = scenario
     fast, fast_engines = simulate_engine_placement(Engine, reqs, cfg, instances, policy)
     ref, ref_engines = simulate_engine_placement(StepEngine, reqs, cfg, instances, policy)
-    for column in ("first_scheduled_s", "first_token_s", "finish_s"):
-        np.testing.assert_allclose(
-            ordered(fast, column), ordered(ref, column), rtol=1e-9, atol=1e-12, err_msg=column
-        )
-    for column in ("outcome", "instance", "output_tokens", "cached_prompt_tokens", "preemptions"):
-        np.testing.assert_array_equal(ordered(fast, column), ordered(ref, column), err_msg=column)
+    assert_same_records(fast, ref, instance=True)
     assert_exactly_once_and_conserved(fast, reqs, fast_engines)  # type: ignore[arg-type]
     for engine in ref_engines:
         engine.check()
@@ -284,12 +286,7 @@ def test_a_per_tenant_prefill_cap_agrees_with_the_per_step_engine(
     else:
         fast, fast_engines = simulate_engine_placement(Engine, reqs, cfg, instances, where)
         ref, _ = simulate_engine_placement(StepEngine, reqs, cfg, instances, where)
-    for column in ("first_scheduled_s", "first_token_s", "finish_s"):
-        np.testing.assert_allclose(
-            ordered(fast, column), ordered(ref, column), rtol=1e-9, atol=1e-12, err_msg=column
-        )
-    for column in ("outcome", "output_tokens", "cached_prompt_tokens", "preemptions"):
-        np.testing.assert_array_equal(ordered(fast, column), ordered(ref, column), err_msg=column)
+    assert_same_records(fast, ref, instance=False)
     assert_exactly_once_and_conserved(fast, reqs, fast_engines)  # type: ignore[arg-type]
 
 
@@ -308,12 +305,7 @@ def test_a_service_quantum_agrees_with_the_per_step_engine(
     cfg = dataclasses.replace(cfg, service_quantum_tokens=quantum)
     fast, fast_engines = simulate_engine_placement(Engine, reqs, cfg, instances, where)
     ref, _ = simulate_engine_placement(StepEngine, reqs, cfg, instances, where)
-    for column in ("first_scheduled_s", "first_token_s", "finish_s"):
-        np.testing.assert_allclose(
-            ordered(fast, column), ordered(ref, column), rtol=1e-9, atol=1e-12, err_msg=column
-        )
-    for column in ("outcome", "output_tokens", "cached_prompt_tokens", "preemptions"):
-        np.testing.assert_array_equal(ordered(fast, column), ordered(ref, column), err_msg=column)
+    assert_same_records(fast, ref, instance=False)
     assert_exactly_once_and_conserved(fast, reqs, fast_engines)  # type: ignore[arg-type]
 
 

@@ -241,18 +241,22 @@ class StepEngine:
         dt = self.cost.step_time_s(tokens, 0, kv, pairs, len(self.scheduled), chunks)
         self.wake_s = self.now + dt
 
+    def _blocked_head(self) -> StepSeq | None:
+        """The waiting head when it cannot be scheduled for want of a seat or KV blocks."""
+        head_req = self.policy.peek(self.now)
+        if head_req is None:
+            return None
+        head = self.seqs[head_req]
+        chunk = min(head.num_tokens, self.config.max_num_batched_tokens)
+        if len(self.running) >= self.config.max_num_seqs:
+            return head
+        return head if cdiv(chunk, self.bs) > self.pool.free_blocks else None
+
     def _preempt_for_shorter(self, progress: ProgressAware) -> None:
         """As ``Engine._preempt_for_shorter``: a blocked head with less work preempts."""
-        max_seqs, chunk = self.config.max_num_seqs, self.config.max_num_batched_tokens
         while True:
-            head_req = self.policy.peek(self.now)
-            if head_req is None:
-                return
-            head = self.seqs[head_req]
-            blocked = len(self.running) >= max_seqs or (
-                cdiv(min(head.num_tokens, chunk), self.bs) > self.pool.free_blocks
-            )
-            if not blocked or not self.running:
+            head = self._blocked_head()
+            if head is None or not self.running:
                 return
             victim, most = self.running[0], -1.0
             for seq in self.running:
@@ -267,22 +271,15 @@ class StepEngine:
     def _yield_quantum(self, quantum: int) -> None:
         """As ``Engine._yield_quantum``: decodes past their quantum yield to a blocked head
         the policy keeps before them."""
-        max_seqs, chunk = self.config.max_num_seqs, self.config.max_num_batched_tokens
         while True:
-            head_req = self.policy.peek(self.now)
-            if head_req is None:
-                return
-            head = self.seqs[head_req]
-            blocked = len(self.running) >= max_seqs or (
-                cdiv(min(head.num_tokens, chunk), self.bs) > self.pool.free_blocks
-            )
-            if not blocked:
+            head = self._blocked_head()
+            if head is None:
                 return
             expired = [s for s in self.running if s.decoding and s.out - s.slice_out >= quantum]
             if not expired:
                 return
-            victim = self.policy.pick_victim([*(s.req for s in expired), head_req], self.now)
-            if victim is head_req:
+            victim = self.policy.pick_victim([*(s.req for s in expired), head.req], self.now)
+            if victim is head.req:
                 return
             self._preempt(next(s for s in expired if s.req is victim), in_order=True)
 
