@@ -52,12 +52,17 @@ def test_requests_is_lazy_and_spans_batches() -> None:
     assert len(rest) == n - 1 and rest[-1].id == n - 1 and rest[-1].arrival_s == n - 1
 
 
-def test_failed_rows_are_flagged_and_left_out_of_the_stream() -> None:
+def test_failed_rows_become_requests_that_fail() -> None:
     wl = Workload.from_arrays([0, 1, 2], [5, 5, 5], [3, 0, 4], failed=[False, True, False])
     assert wl.n_failed == 1
     reqs = list(wl.requests())
-    assert [(r.id, r.output_tokens, r.arrival_s) for r in reqs] == [(0, 3, 0.0), (1, 4, 2.0)]
-    assert len(wl.drop_failed()) == 2
+    assert [(r.id, r.output_tokens, r.fails) for r in reqs] == [
+        (0, 3, False),
+        (1, 0, True),
+        (2, 4, False),
+    ]
+    assert reqs[1].problem() is None  # 0 output tokens are fine on a request that fails
+    assert [r.fails for r in wl.drop_failed().requests()] == [False, False]
 
 
 @pytest.mark.parametrize(

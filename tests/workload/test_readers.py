@@ -205,7 +205,13 @@ def test_burstgpt_values_failures_and_models(tmp_path: Path) -> None:
     assert wl.output_tokens.tolist() == [20, 0, 40, 9]
     assert wl.failed is not None and wl.failed.tolist() == [False, True, False, False]
     assert wl.model is not None and wl.model.tolist() == ["ChatGPT", "GPT-4", "GPT-4", "ChatGPT"]
-    assert [r.prompt_tokens for r in wl.requests()] == [100, 30, 7]  # the failure is left out
+    reqs = list(wl.requests())  # the failure is kept, to be simulated as one
+    assert [(r.prompt_tokens, r.fails) for r in reqs] == [
+        (100, False),
+        (50, True),
+        (30, False),
+        (7, False),
+    ]
     assert len(load_trace(path, drop_failed=True)) == 3
 
 

@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "profile": ("fairserve.cli.profile", "Probe an OpenAI-compatible engine and write the step rows calibrate reads."),
     "trace": ("fairserve.cli.trace", "Inspect traces and workload specs."),
     "predictor": ("fairserve.cli.predictor", "Train and evaluate predictors."),
+    "policy": ("fairserve.cli.policy", "Train learned scheduling policies in the simulator."),
 }  # fmt: skip
 
 

@@ -2,8 +2,10 @@
 
 * ``train``: fit the learned output-length predictor on a trace or workload
   spec and report its held-out accuracy next to a per-tenant-mean baseline.
-* ``latency``: fit the TTFT/E2E latency predictor on simulator telemetry and
-  report its held-out error in percent.
+* ``latency``: fit the latency predictor (TTFT, TPOT, E2E, slowdown) on
+  simulator telemetry with estimated output lengths and report its held-out
+  error in percent;
+* ``score``: score a saved latency model on another workload or trace.
 """
 
 from __future__ import annotations
@@ -170,12 +172,62 @@ def _print_accuracy(report: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------- latency telemetry
+def _telemetry(requests: list[Any], length_predictor: str, gpu: str, model: str) -> Any:
+    """Simulator telemetry of ``requests``, every error one line."""
+    from fairserve.core.registry import ComponentError
+    from fairserve.sim.cost import UnknownProfileError
+    from fairserve.sim.telemetry import dispatch_telemetry
+
+    try:
+        return dispatch_telemetry(requests, length_predictor, gpu=gpu, model=model)
+    except (ComponentError, UnknownProfileError, ValueError, OSError) as exc:
+        raise _fail(str(exc)) from None
+
+
+def _swing(requests: int, seed: int, min_rate: float, max_rate: float, tenants: int) -> list[Any]:
+    from fairserve.sim.telemetry import swinging_load
+
+    if not 0 < min_rate <= max_rate:
+        raise _fail(f"--min-rate must be > 0 and <= --max-rate, got {min_rate} and {max_rate}")
+    if requests < 100:
+        raise _fail(f"--requests must be >= 100, got {requests}")
+    return swinging_load(requests, seed, min_rate, max_rate, 120.0, tenants=tenants)
+
+
+_PCT = (("ttft", "TTFT"), ("tpot", "TPOT"), ("e2e", "E2E"), ("slowdown", "slowdown"))
+
+
+def _print_scores(title: str, scores: dict[str, Any]) -> None:
+    console = Console(soft_wrap=True)
+    table = Table(title=title)
+    for col in ("target", "MAE %", "median abs. %"):
+        table.add_column(col, justify="left" if col == "target" else "right")
+    for key, name in _PCT:
+        table.add_row(name, f"{scores[f'{key}_mae_pct']:.1f}",
+                      f"{scores[f'{key}_median_ape_pct']:.1f}")  # fmt: skip
+    console.print(table)
+
+
 @predictor_app.command("latency")
 def latency_command(
-    requests: Annotated[int, typer.Option("--requests", help="Simulated requests.")] = 6000,
+    requests: Annotated[int, typer.Option("--requests", help="Simulated requests.")] = 4000,
+    min_rate: Annotated[
+        float, typer.Option("--min-rate", help="Lowest arrival rate of the swing (req/s).")
+    ] = 0.5,
     max_rate: Annotated[
-        float, typer.Option("--max-rate", help="Peak arrival rate (req/s).")
-    ] = 40.0,
+        float, typer.Option("--max-rate", help="Peak arrival rate of the swing (req/s).")
+    ] = 8.0,
+    tenants: Annotated[
+        int, typer.Option("--tenants", help="Tenants whose typical answer lengths differ.")
+    ] = 4,
+    length_predictor: Annotated[
+        str,
+        typer.Option(
+            "--length-predictor",
+            help="Output-length predictor whose estimates the model sees (a PREDICTORS spec, "
+            "or 'none' for the true length).",
+        ),
+    ] = "history",
     gpu: Annotated[str, typer.Option("--gpu")] = "H100-80GB",
     model: Annotated[str, typer.Option("--model")] = "Llama-3.1-8B",
     seed: Annotated[int, typer.Option("--seed")] = 0,
@@ -183,8 +235,62 @@ def latency_command(
         Path | None, typer.Option("--out", help="Write the fitted model (JSON) here.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    version: Annotated[
+        int,
+        typer.Option(
+            "--version",
+            help="2: TTFT, TPOT, E2E and slowdown with estimated lengths; 1: the older "
+            "TTFT/E2E model on true lengths, one tenant, 1 req/s to --max-rate.",
+        ),
+    ] = 2,
 ) -> None:
-    """Fit the TTFT/E2E latency predictor on simulator telemetry; print its held-out error."""
+    """Fit the latency predictor (TTFT, TPOT, E2E, slowdown) on simulator telemetry of
+    a load swinging between two rates, with estimated output lengths; print its error
+    on a second, held-out run of that load."""
+    from fairserve.core.predict.latency import fit_batch_model, score
+
+    if version not in (1, 2):
+        raise _fail(f"--version must be 1 or 2, got {version}")
+    if version == 1:
+        _fit_version_1(requests, max_rate, gpu, model, seed, out, as_json)
+        return
+
+    train = _telemetry(_swing(requests, seed, min_rate, max_rate, tenants),
+                       length_predictor, gpu, model)  # fmt: skip
+    test = _telemetry(_swing(requests, seed + 1, min_rate, max_rate, tenants),
+                      length_predictor, gpu, model)  # fmt: skip
+    fitted = fit_batch_model(train.samples(), train.token_budget, train.length_predictor,
+                             gpu, model)  # fmt: skip
+    scores = score(fitted, test.samples())
+    if out is not None:
+        from fairserve.store import save_latency_model
+
+        save_latency_model(fitted, out)
+    result = {"gpu": gpu, "model": model, "length_predictor": train.length_predictor,
+              "train_rows": len(train.states), "test_rows": len(test.states), **scores,
+              "coefficients": fitted.as_dict()}  # fmt: skip
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    _print_scores(
+        f"latency predictor on {gpu} / {model}, lengths from {train.length_predictor}: "
+        f"{len(train.states)} training and {len(test.states)} held-out dispatches",
+        scores,
+    )
+    if out is not None:
+        Console().print(f"model written to {out}")
+
+
+def _fit_version_1(
+    requests: int,
+    max_rate: float,
+    gpu: str,
+    model: str,
+    seed: int,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """The version-1 model: TTFT/E2E on true lengths, 70% of the rows fit, 30% held out."""
     from fairserve.core.predict.latency import fit_and_score
     from fairserve.sim.telemetry import latency_telemetry
 
@@ -199,16 +305,96 @@ def latency_command(
         from fairserve.store import save_latency_model
 
         save_latency_model(fitted, out)
-    result = {"gpu": gpu, "model": model, **report.as_dict(), "coefficients": fitted.as_dict()}
+    result = {"gpu": gpu, "model": model, "version": 1, **report.as_dict(),
+              "coefficients": fitted.as_dict()}  # fmt: skip
     if as_json:
         typer.echo(json.dumps(result))
         return
-    console = Console(soft_wrap=True)
-    console.print(
-        f"latency predictor on {gpu} / {model}: {report.train_rows} training and "
-        f"{report.test_rows} held-out dispatches"
+    Console(soft_wrap=True).print(
+        f"version-1 latency predictor (true lengths): TTFT MAE {report.ttft_mae_pct:.1f}%, "
+        f"E2E MAE {report.e2e_mae_pct:.1f}% on {report.test_rows} held-out dispatches"
     )
-    console.print(
-        f"TTFT MAE {report.ttft_mae_pct:.1f}% (median {report.ttft_median_ape_pct:.1f}%); "
-        f"E2E MAE {report.e2e_mae_pct:.1f}% (median {report.e2e_median_ape_pct:.1f}%)"
+
+
+@predictor_app.command("score")
+def score_command(
+    model_file: Annotated[
+        Path, typer.Argument(help="A latency model from `predictor latency --out`.")
+    ],
+    workload: Annotated[
+        Path | None, typer.Option("--workload", help="Workload spec (YAML) to score on.")
+    ] = None,
+    trace: Annotated[Path | None, typer.Option("--trace", help="Trace file to score on.")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="Only the first N requests of the workload.")
+    ] = None,
+    rate_scale: Annotated[
+        float, typer.Option("--rate-scale", help="Multiply the arrival rate (2: twice the load).")
+    ] = 1.0,
+    requests: Annotated[
+        int, typer.Option("--requests", help="Without a workload: requests of the swing.")
+    ] = 4000,
+    min_rate: Annotated[float, typer.Option("--min-rate")] = 0.5,
+    max_rate: Annotated[float, typer.Option("--max-rate")] = 8.0,
+    tenants: Annotated[int, typer.Option("--tenants")] = 4,
+    seed: Annotated[int, typer.Option("--seed")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Score a saved latency model on another workload: simulate it with the model's own
+    length predictor and hardware, then print the MAE of TTFT, TPOT, E2E and slowdown.
+
+    Without --workload or --trace: the swinging load of `predictor latency`.
+    """
+    from fairserve.core.predict.latency import BatchLatencyModel, score
+    from fairserve.store import load_latency_model
+
+    try:
+        fitted = load_latency_model(model_file)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    if not isinstance(fitted, BatchLatencyModel):
+        raise _fail(
+            f"{model_file}: a version-1 latency model (fitted on true output lengths, no TPOT) "
+            "cannot be scored; refit it with `fairserve predictor latency --out FILE`"
+        )
+    if not rate_scale > 0:
+        raise _fail(f"--rate-scale must be > 0, got {rate_scale}")
+    reqs = _score_requests(workload, trace, limit, (requests, seed, min_rate, max_rate, tenants))
+    if rate_scale != 1.0:
+        from dataclasses import replace
+
+        reqs = [replace(r, arrival_s=r.arrival_s / rate_scale) for r in reqs]
+    tel = _telemetry(reqs, fitted.length_predictor, fitted.gpu, fitted.model)
+    if len(tel.states) < 1:
+        raise _fail("no request completed in the simulation; nothing to score")
+    scores = score(fitted, tel.samples())
+    source = str(trace or workload or "swinging load")
+    result = {"model_file": str(model_file), "source": source, "rate_scale": rate_scale,
+              "length_predictor": fitted.length_predictor, "rows": len(tel.states), **scores}  # fmt: skip
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    _print_scores(
+        f"{model_file} on {source} (x{rate_scale:g} rate, lengths from "
+        f"{fitted.length_predictor}): {len(tel.states)} dispatches",
+        scores,
     )
+
+
+def _score_requests(
+    workload: Path | None, trace: Path | None, limit: int | None, swing: tuple[Any, ...]
+) -> list[Any]:
+    from fairserve.workload import TraceError, load
+
+    if workload is not None and trace is not None:
+        raise _fail("give --workload or --trace, not both")
+    if limit is not None and limit < 1:
+        raise _fail(f"--limit must be >= 1, got {limit}")
+    source = workload if workload is not None else trace
+    if source is None:
+        return _swing(*swing)[:limit]
+    try:
+        reqs = list(load(source).drop_failed().requests())
+    except (TraceError, ValueError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    return reqs[:limit]

@@ -135,6 +135,7 @@ def _print_human(stats: dict[str, Any]) -> None:
         )
     console.print(tenants)
     _print_conversations(console, stats.get("conversation_stats"))
+    _print_failures(console, stats.get("failures"))
     timestamps = stats.get("timestamps")
     if timestamps is not None:
         console.print(
@@ -167,6 +168,19 @@ def _print_conversations(console: Console, conv: dict[str, Any] | None) -> None:
         summary = conv[key]
         table.add_row(name, *(_fmt(summary.get(c)) for c in ("mean", "p50", "p90", "p99", "max")))
     console.print(table)
+
+
+def _print_failures(console: Console, fit: dict[str, Any] | None) -> None:
+    if fit is None:
+        return
+    verdict = "rise with load" if fit["rises_with_load"] else "do not rise measurably with load"
+    console.print(
+        f"failures: {fit['share']:.2%} of requests; {fit['share_quiet']:.2%} in the quietest "
+        f"and {fit['share_busy']:.2%} in the busiest quarter of {fit['windows']} windows of "
+        f"{fit['window_s']:g} s: they {verdict} (slope {fit['slope_per_rps']:.4g} log-odds "
+        f"per req/s, p = {fit['p_value']:.2g}; intercept {fit['intercept']:.4g})",
+        highlight=False,
+    )
 
 
 def _sparkline(values: list[float]) -> str:

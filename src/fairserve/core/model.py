@@ -10,6 +10,8 @@ import enum
 from dataclasses import dataclass, field
 
 DEFAULT_TENANT = "default"
+# Why a request with ``fails`` set ended (the engines' failure reason for it).
+FAILED_AFTER_PROMPT = "failed after its prompt was served (the workload records a failure)"
 
 
 class Outcome(enum.Enum):
@@ -74,7 +76,11 @@ class Request:
     the prompt, each hash naming the whole prefix up to and including its block,
     so equal hashes mean a shareable KV prefix. ``priority``: lower is more
     urgent. ``max_tokens``, ``model`` and ``text`` (the prompt, when known) are
-    features for predictors.
+    features for predictors. ``fails``: the request fails once its prompt is
+    processed (a failure a trace recorded, such as BurstGPT's zero-token
+    responses, or one a failure model drew): it queues, prefills and holds its
+    KV blocks like any request, then ends as failed with no output, so it costs
+    what it cost (``output_tokens`` is then ignored and may be 0).
 
     Construction does not validate: requests are built by the million from
     columns the trace readers have already checked as a whole (a per-object
@@ -98,12 +104,13 @@ class Request:
     max_tokens: int | None = None
     model: str | None = None
     text: str | None = None
+    fails: bool = False
 
     def problem(self) -> str | None:
         """Why this request cannot be served as built, or None when it is well formed."""
         if self.prompt_tokens < 1:
             return f"request {self.id}: prompt_tokens must be >= 1, got {self.prompt_tokens}"
-        if self.output_tokens < 1:
+        if self.output_tokens < 1 and not self.fails:
             return f"request {self.id}: output_tokens must be >= 1, got {self.output_tokens}"
         if not self.arrival_s >= 0:
             return f"request {self.id}: arrival_s must be >= 0, got {self.arrival_s}"

@@ -129,12 +129,16 @@ class DispatchConfig(_Model):
     in force (``auto``: on when some tenant has one); ``slo_reserve_seqs``:
     sequences of that batch a request without an objective leaves free;
     ``slo_hold_s``: how long an objective stays in force after its tenant's
-    last request ended.
+    last request ended; ``slo_tpot_model``: a latency model (version 2, from
+    ``fairserve predictor latency --out FILE``) whose predicted TPOT for the
+    batch with one more request must also meet the objective, so the limit
+    holds before the measured time per token overshoots.
     """
 
     slo_concurrency: Literal["auto", "on", "off"] = "auto"
     slo_reserve_seqs: int = Field(default=4, ge=0)
     slo_hold_s: float = Field(default=10.0, ge=0)
+    slo_tpot_model: str | None = None
     metrics_interval_s: float = Field(default=0.5, gt=0)
     health_path: str = "/health"
     health_interval_s: float = Field(default=2.0, gt=0)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from fairserve.core.model import Request
 from fairserve.core.policies.base import Policy
+from fairserve.core.predict.latency import BatchLatencyModel
 from fairserve.core.route.base import Router
 from fairserve.gateway.backends.state import BackendState, Load
 from fairserve.gateway.config import DispatchConfig
@@ -35,6 +36,25 @@ from fairserve.gateway.tenants import TenantState
 
 if TYPE_CHECKING:
     from fairserve.gateway.shared import SharedState
+
+
+def _tpot_model(path: str | None) -> BatchLatencyModel | None:
+    """The latency model ``dispatch.slo_tpot_model`` names (version 2: it predicts TPOT)."""
+    if path is None:
+        return None
+    from fairserve.gateway.components import GatewayError  # start-up reports it in one line
+    from fairserve.store import load_latency_model
+
+    try:
+        model = load_latency_model(path)
+    except ValueError as exc:
+        raise GatewayError(f"dispatch.slo_tpot_model: {exc}") from None
+    if not isinstance(model, BatchLatencyModel):
+        raise GatewayError(
+            f"dispatch.slo_tpot_model: {path} is a version-1 latency model, which predicts no "
+            "TPOT; fit a version-2 one with `fairserve predictor latency --out FILE`"
+        )
+    return model
 
 
 class TicketState(enum.Enum):
@@ -89,6 +109,8 @@ class Scheduler:
             self.tpot_tenants = []
         self.slo_reserve_seqs = cfg.slo_reserve_seqs
         self.slo_hold_s = cfg.slo_hold_s
+        # SLO-driven concurrency from a latency model's predicted TPOT (optional)
+        self.tpot_model = _tpot_model(cfg.slo_tpot_model) if self.tpot_tenants else None
         # With several replicas: a backend's slots counted over the fleet (gateway.shared)
         self.slots = slots if slots is not None and slots.shared else None
         self.router = router
@@ -223,7 +245,7 @@ class Scheduler:
             return False
         # A request without an objective leaves room for one that has one.
         if self._objective_s is not None and not backend.tpot_allows(
-            self.slo_reserve_seqs, ticket.load.objective
+            self.slo_reserve_seqs, ticket.load.objective, self._objective_s, self.tpot_model
         ):
             return False
         return self.slots is None or self.slots.has_slot(backend)

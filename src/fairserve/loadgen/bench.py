@@ -75,11 +75,17 @@ def plan(
     default_key: str | None,
     max_requests: int | None = None,
 ) -> list[BenchRequest]:
-    """The requests to send, with each tenant's key (``BenchError`` if one is missing)."""
+    """The requests to send, with each tenant's key (``BenchError`` if one is missing).
+
+    Rows the workload records as failed are not sent: a live engine cannot be
+    made to fail as they did.
+    """
     out: list[BenchRequest] = []
     for req in workload.requests():
         if max_requests is not None and len(out) >= max_requests:
             break
+        if req.fails:  # a live engine cannot be made to fail as the trace did
+            continue
         key = keys.get(req.tenant, default_key)
         if key is None:
             raise BenchError(

@@ -107,13 +107,19 @@ class EngineStats:
 
     ``kv_util_*`` are fractions of the KV blocks in use (0..1);
     ``prefix_cache_hit_rate`` is the engine's own view, ``None`` when it has no
-    prefix cache.
+    prefix cache. ``kv_tiers`` (``None`` without KV tiers): per tier (``gpu``,
+    ``cpu``, ``remote``) the prompt tokens it served at first admissions
+    (``hit_tokens``) and their share of all prompt tokens (``hit_rate``); for
+    the tiers below the GPU also ``loaded_bytes`` and ``transfer_s`` (every
+    load, re-admissions after a preemption included), ``capacity_blocks`` and
+    ``evictions`` (runs pushed out of the tier), summed over instances.
     """
 
     preemptions: int
     kv_util_mean: float
     kv_util_peak: float
     prefix_cache_hit_rate: float | None
+    kv_tiers: Mapping[str, Mapping[str, float]] | None = None
 
 
 @dataclass(frozen=True)
@@ -201,9 +207,9 @@ class Summary:
         figures should not be read at face value, see ``metrics.run_warnings``),
         ``slo_concurrency_tpot_s`` (the tightest TPOT objective the simulator held
         batches to, null when off) and ``slo_concurrency_held`` (dispatches it held
-        back).
+        back); with KV tiers also ``kv_tiers`` (``EngineStats.kv_tiers``).
         """
-        return {
+        data: dict[str, Any] = {
             "requests": self.requests,
             "completed": self.completed,
             "failed": self.failed,
@@ -228,6 +234,12 @@ class Summary:
             "slo_concurrency_tpot_s": self.slo_tpot_s,
             "slo_concurrency_held": self.slo_held,
         }
+        if self.engine is not None and self.engine.kv_tiers is not None:
+            data["kv_tiers"] = {
+                tier: {k: v if isinstance(v, int) else _json_float(v) for k, v in fig.items()}
+                for tier, fig in self.engine.kv_tiers.items()
+            }
+        return data
 
 
 def latency_stats(values: np.ndarray) -> LatencyStats:

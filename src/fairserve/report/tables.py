@@ -118,6 +118,12 @@ def engine_table(summary: Summary) -> Table:
         rows.append(
             ("Prefix-cache hit rate (engine)", _percent(summary.engine.prefix_cache_hit_rate))
         )
+    if summary.engine is not None and summary.engine.kv_tiers is not None:
+        for tier, figures in summary.engine.kv_tiers.items():
+            rows.append((f"KV hit rate, {tier} tier", _percent(figures["hit_rate"])))
+            if "transfer_s" in figures:
+                rows.append((f"KV loaded from {tier} (GB / s of transfer)",
+                             f"{figures['loaded_bytes'] / 1e9:,.1f} / {figures['transfer_s']:,.2f}"))  # fmt: skip
     for label, value in rows:
         table.add_row(label, value)
     return table

@@ -9,13 +9,14 @@ from fairserve.core.model import Outcome, Request
 from fairserve.core.policies.base import Policy
 from fairserve.core.predict.base import Predictor
 from fairserve.core.route.admission import Admission
-from fairserve.core.route.base import BatchView, InstanceView, Router
+from fairserve.core.route.base import BatchView, InstanceView, PrefixView, Router
 from fairserve.metrics.records import RequestRecords
 from fairserve.sim.cost import CostModel
 
 
-class Instance(InstanceView, BatchView, Protocol):
-    """What the cluster and the event loop need of an engine."""
+class Instance(InstanceView, BatchView, PrefixView, Protocol):
+    """What the cluster and the event loop need of an engine (routers see it as a view:
+    its load, its batch, and the prefix it caches by tier)."""
 
     on_finish: Callable[[Request, int, float], None] | None  # set by the cluster
 

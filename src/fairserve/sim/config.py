@@ -26,6 +26,16 @@ class EngineConfig:
     back into the waiting queue in the queue's own order) when the waiting
     head is blocked and the queue's policy would preempt it before the head
     (its ``pick_victim``), so FCFS never yields.
+
+    KV tiers behind the GPU (not in vLLM's core; its KV offloading connector
+    and LMCache do this): ``cpu_kv_cache_gb`` of host memory (10^9 bytes) keeps
+    the prefix blocks the GPU evicts, brought back at ``cpu_kv_bandwidth_gb_s``
+    (default 25: what a PCIe Gen4 x16 link sustains host-to-device, half a Gen5
+    one); ``remote_kv_cache_gb`` behind it keeps what the CPU tier evicts,
+    brought back at ``remote_kv_bandwidth_gb_s`` (default 12.5: a 100 Gb/s
+    NIC) after ``remote_kv_latency_s`` (default 0.5 ms) per transfer. Unset
+    (the default): no tier, an evicted block is gone. docs/simulator.md, "KV
+    tiers", has the transfer model.
     """
 
     max_num_batched_tokens: int = 8192
@@ -40,6 +50,12 @@ class EngineConfig:
     max_tenant_prefill_tokens: int | None = None
     # Output tokens a request keeps its seat for while others wait (None: as long as it runs).
     service_quantum_tokens: int | None = None
+    # Tiers behind the GPU's prefix cache (None: none). Sizes in 10^9 bytes per instance.
+    cpu_kv_cache_gb: float | None = None
+    cpu_kv_bandwidth_gb_s: float = 25.0
+    remote_kv_cache_gb: float | None = None
+    remote_kv_bandwidth_gb_s: float = 12.5
+    remote_kv_latency_s: float = 0.0005
 
     def __post_init__(self) -> None:
         checks = (
@@ -71,6 +87,7 @@ class EngineConfig:
                 self.service_quantum_tokens is None or self.service_quantum_tokens >= 1,
                 "must be >= 1 or unset",
             ),
+            *self._tier_checks(),
         )
         for key, ok, what in checks:
             if not ok:
@@ -81,6 +98,23 @@ class EngineConfig:
                 "engine config: max_num_batched_tokens "
                 f"({self.max_num_batched_tokens}) must be >= max_num_seqs ({self.max_num_seqs})"
             )
+        if self.remote_kv_cache_gb is not None and self.cpu_kv_cache_gb is None:
+            # The remote tier keeps what the CPU tier evicts: there must be one.
+            raise ValueError("engine config: remote_kv_cache_gb needs cpu_kv_cache_gb set")
+        if self.cpu_kv_cache_gb is not None and not self.enable_prefix_caching:
+            raise ValueError("engine config: cpu_kv_cache_gb needs prefix caching on")
+
+    def _tier_checks(self) -> tuple[tuple[str, bool, str], ...]:
+        def size_ok(gb: float | None) -> bool:
+            return gb is None or (isinstance(gb, int | float) and gb > 0)
+
+        return (
+            ("cpu_kv_cache_gb", size_ok(self.cpu_kv_cache_gb), "must be > 0 or unset"),
+            ("cpu_kv_bandwidth_gb_s", self.cpu_kv_bandwidth_gb_s > 0, "must be > 0"),
+            ("remote_kv_cache_gb", size_ok(self.remote_kv_cache_gb), "must be > 0 or unset"),
+            ("remote_kv_bandwidth_gb_s", self.remote_kv_bandwidth_gb_s > 0, "must be > 0"),
+            ("remote_kv_latency_s", self.remote_kv_latency_s >= 0, "must be >= 0"),
+        )
 
 
 def engine_config_from(options: Mapping[str, Any]) -> EngineConfig:
@@ -95,4 +129,15 @@ def engine_config_from(options: Mapping[str, Any]) -> EngineConfig:
         num_gpu_blocks=options["num_gpu_blocks"],
         max_tenant_prefill_tokens=options.get("max_tenant_prefill_tokens"),
         service_quantum_tokens=options.get("service_quantum_tokens"),
+        **{key: options[key] for key in TIER_KEYS if options.get(key) is not None},
     )
+
+
+#: The engine options of the KV tiers (``engine_config_from`` passes those set).
+TIER_KEYS = (
+    "cpu_kv_cache_gb",
+    "cpu_kv_bandwidth_gb_s",
+    "remote_kv_cache_gb",
+    "remote_kv_bandwidth_gb_s",
+    "remote_kv_latency_s",
+)

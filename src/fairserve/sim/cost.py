@@ -25,6 +25,12 @@ there vLLM replays a CUDA graph captured for the next size up (1, 2, 4, 8, 16,
 one and pays ``eager_layer_overhead_s`` per layer. Weight reads and compute are divided by
 ``tp``; the fixed costs (launches, norms, sampling, the scheduler) are not.
 
+MoE: ``body_params`` in the FLOPs are the active ones, and ``read_bytes`` holds
+the dense weights plus the share ``1 - (1 - k/E)^G`` of the routed experts that
+``G`` tokens route to (uniform routing). With expert parallelism, whole experts
+sit on each GPU and the step waits for the busiest one (``CostModel._weights_s``,
+``_compute_s``).
+
 During a run of pure decode steps the batch is fixed (B sequences) and the KV
 read grows by B tokens a step, so each step's time is ``c + max(u0 + u1 j,
 v0 + v1 j)``: two lines, which cross at most once. ``DecodeLine`` sums k such
@@ -84,6 +90,28 @@ class ModelSpec:
     # Multi-head latent attention: KV values cached per token and layer (the
     # latent and the rotary key, the same on every tp rank); None for MHA/GQA.
     kv_latent_dim: int | None = None
+    # MoE routed experts: how many per MoE layer, how many each token goes to,
+    # and their parameters summed over all layers (shared experts are not
+    # routed: they count as dense). A step reads only the experts its tokens
+    # route to. None for a dense model (or an MoE model given by counts only).
+    num_experts: int | None = None
+    experts_per_token: int | None = None
+    expert_params: int | None = None
+
+    def __post_init__(self) -> None:
+        experts = (self.num_experts, self.experts_per_token, self.expert_params)
+        if any(v is not None for v in experts):
+            e, k, p = experts
+            if e is None or k is None or p is None:
+                raise ValueError(
+                    f"model {self.name}: num_experts, experts_per_token and expert_params "
+                    "go together"
+                )
+            if not 1 <= k <= e or not 0 < p < self.params:
+                raise ValueError(
+                    f"model {self.name}: needs 1 <= experts_per_token <= num_experts and "
+                    f"0 < expert_params < params, got {k}, {e}, {p}"
+                )
 
     @property
     def weight_bytes(self) -> int:
@@ -103,6 +131,13 @@ class ModelSpec:
             return self.body_params
         embed = self.vocab_size * self.hidden_size
         return self.active_params - embed * (1 if self.tie_word_embeddings else 2)
+
+    def touched_expert_share(self, tokens: int) -> float:
+        """Expected share of a layer's routed experts that ``tokens`` tokens route to
+        (uniform routing: ``1 - (1 - k/E)^tokens``); 1 for a dense model."""
+        if self.num_experts is None or self.experts_per_token is None:
+            return 1.0
+        return 1.0 - (1.0 - self.experts_per_token / self.num_experts) ** max(tokens, 0)
 
     def kv_bytes_per_token(self, tp: int) -> int:
         """KV-cache bytes one token takes on one GPU under tensor parallelism."""
@@ -331,14 +366,22 @@ class CostModel:
 
     __slots__ = (
         "_a_attn",
+        "_a_dense",
+        "_a_exp",
         "_a_seq",
         "_a_tok",
         "_comm_tok",
         "_eager",
+        "_ep_imbalance",
+        "_ep_local",
         "_fixed",
+        "_k_per_gpu",
+        "_m_exp",
         "_m_kv",
         "_m_w",
+        "_miss",
         "efficiency",
+        "expert_parallel",
         "gpu",
         "model",
         "per_seq_overhead_s",
@@ -348,7 +391,12 @@ class CostModel:
     )
 
     def __init__(
-        self, gpu: GPUSpec, model: ModelSpec, tp: int = 1, efficiency: Efficiency | None = None
+        self,
+        gpu: GPUSpec,
+        model: ModelSpec,
+        tp: int = 1,
+        efficiency: Efficiency | None = None,
+        expert_parallel: bool = False,
     ) -> None:
         if tp < 1:
             raise ValueError(f"tp must be >= 1, got {tp}")
@@ -362,9 +410,13 @@ class CostModel:
         self._a_tok = 2.0 * model.active_body_params / gemm_flops_s
         self._a_seq = 2.0 * lm_head / gemm_flops_s
         self._a_attn = 4.0 * model.num_layers * q_dim / (peak_flops_s * eff.attention_mfu)
-        # Each step reads every weight once (the embedding only row by row).
+        # Each step reads every dense weight once (the embedding only row by row)
+        # and the routed experts its tokens go to.
         read_bytes = (model.body_params + lm_head) * model.dtype_bytes
-        self._m_w = read_bytes / (tp * hbm_bytes_s * eff.mbu)
+        expert_bytes = (model.expert_params or 0) * model.dtype_bytes
+        self._m_w = (read_bytes - expert_bytes) / (tp * hbm_bytes_s * eff.mbu)
+        self._m_exp = expert_bytes / (tp * hbm_bytes_s * eff.mbu)
+        self._init_experts(expert_parallel, gemm_flops_s / tp)
         self._m_kv = model.kv_bytes_per_token(tp) / (hbm_bytes_s * eff.kv_mbu)
         fixed = eff.step_overhead_s + model.num_layers * eff.layer_overhead_s
         if tp > 1:
@@ -381,6 +433,42 @@ class CostModel:
         self.per_seq_overhead_s = eff.per_seq_overhead_s
         self.prefill_seq_overhead_s = eff.prefill_seq_overhead_s
 
+    def _init_experts(self, expert_parallel: bool, gpu_flops_s: float) -> None:
+        """Routed experts: the share a step touches, and expert parallelism's busiest GPU."""
+        model, tp = self.model, self.tp
+        experts = float(model.num_experts or 1)
+        k = float(model.experts_per_token or 1)
+        self._miss = 1.0 - k / experts  # chance that one token leaves a given expert out
+        self.expert_parallel = expert_parallel and tp > 1 and model.num_experts is not None
+        # Expert parallelism: each GPU holds experts/tp whole experts instead of a
+        # 1/tp slice of every one, so a step waits for the GPU whose experts got
+        # the most tokens (the mean plus a deviation of the maximum of tp counts).
+        self._ep_local = max(1.0, experts / tp)
+        self._ep_imbalance = 2.0 * math.log(tp) if tp > 1 else 0.0
+        self._k_per_gpu = k / tp
+        per_expert = float(model.expert_params or 0) / experts
+        self._a_exp = 2.0 * per_expert / gpu_flops_s  # one token's FLOPs in one expert
+        self._a_dense = self._a_tok - self._a_exp * k / tp
+
+    def _compute_s(self, tokens: int, rows: int) -> float:
+        """GEMM compute of ``tokens`` tokens and ``rows`` LM-head rows."""
+        if not self.expert_parallel:
+            return self._a_tok * tokens + self._a_seq * rows
+        mean = tokens * self._k_per_gpu  # token-expert pairs per GPU
+        busiest = mean + math.sqrt(mean * self._ep_imbalance)
+        return self._a_dense * tokens + self._a_exp * busiest + self._a_seq * rows
+
+    def _weights_s(self, tokens: int) -> float:
+        """Weight reads of a step of ``tokens`` tokens (the experts they route to)."""
+        if self._m_exp == 0.0:
+            return self._m_w
+        share = 1.0 - self._miss**tokens
+        if not self.expert_parallel:
+            return self._m_w + self._m_exp * share
+        mean = self._ep_local * share  # experts touched per GPU
+        busiest = min(self._ep_local, mean + math.sqrt(mean * self._ep_imbalance))
+        return self._m_w + self._m_exp * busiest / self._ep_local
+
     @classmethod
     def from_names(
         cls, gpu: str, model: str, tp: int = 1, efficiency: Efficiency | None = None
@@ -389,8 +477,8 @@ class CostModel:
         return cls(gpu_spec(gpu), model_spec(model), tp, efficiency)
 
     def with_efficiency(self, efficiency: Efficiency) -> CostModel:
-        """The same hardware and model with other efficiency factors."""
-        return CostModel(self.gpu, self.model, self.tp, efficiency)
+        """The same hardware, model and parallelism with other efficiency factors."""
+        return CostModel(self.gpu, self.model, self.tp, efficiency, self.expert_parallel)
 
     @property
     def fixed_step_s(self) -> float:
@@ -427,8 +515,12 @@ class CostModel:
             tokens = rows = graph_batch(num_seqs)  # one token per sequence: a CUDA-graph replay
         else:
             fixed += self._eager  # launched kernel by kernel
-        compute = self._a_tok * tokens + self._a_seq * rows
-        gemm = compute if compute > self._m_w else self._m_w
+        if self._m_exp == 0.0:  # dense: the hot path, inline
+            compute = self._a_tok * tokens + self._a_seq * rows
+            weights = self._m_w
+        else:
+            compute, weights = self._compute_s(tokens, rows), self._weights_s(tokens)
+        gemm = compute if compute > weights else weights
         attention = self._a_attn * attn_pairs + self._m_kv * kv_tokens
         return fixed + self._comm_tok * tokens + attention + gemm
 
@@ -447,7 +539,14 @@ class CostModel:
         padded = np.asarray([graph_batch(int(n)) for n in num_seqs], dtype=np.float64)
         tokens = np.where(pure, padded, tokens)
         rows = np.where(pure, padded, num_seqs)
-        gemm = np.maximum(self._a_tok * tokens + self._a_seq * rows, self._m_w)
+        if self._m_exp == 0.0:
+            gemm = np.maximum(self._a_tok * tokens + self._a_seq * rows, self._m_w)
+        else:
+            gemm = np.asarray(
+                [max(self._compute_s(int(t), int(r)), self._weights_s(int(t)))
+                 for t, r in zip(tokens.tolist(), rows.tolist(), strict=True)],
+                dtype=np.float64,
+            )  # fmt: skip
         attention = self._a_attn * attn_pairs + self._m_kv * kv_tokens
         fixed = (
             self._fixed
@@ -471,9 +570,9 @@ class CostModel:
         attn1 = per_kv * b
         return DecodeLine(
             c=c,
-            u0=(self._a_tok + self._a_seq) * g + attn0,
+            u0=self._compute_s(g, g) + attn0,
             u1=attn1,
-            v0=self._m_w + attn0,
+            v0=self._weights_s(g) + attn0,
             v1=attn1,
         )
 
@@ -542,17 +641,21 @@ def load_profile(path: Path) -> tuple[GPUSpec, ModelSpec, int, Efficiency]:
     shape = data.get("model_shape")  # a model from a config.json, not in the catalogue
     try:
         model = ModelSpec(**shape) if isinstance(shape, dict) else model_spec(data["model"])
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise UnknownProfileError(f"profile {path}: key 'model_shape': {exc}") from exc
     return gpu_spec(data["gpu"]), model, int(data["tp"]), eff
 
 
-def cost_model(gpu: str, model: str, tp: int = 1, profile: Path | None = None) -> CostModel:
+def cost_model(
+    gpu: str, model: str, tp: int = 1, profile: Path | None = None,
+    expert_parallel: bool = False,
+) -> CostModel:  # fmt: skip
     """The cost model for a (gpu, model, tp), with calibrated factors when a profile exists.
 
     ``profile`` names a file written by ``fairserve calibrate``; without it a
     shipped profile for the same triple is used when there is one, else the
-    default efficiency factors.
+    default efficiency factors. ``expert_parallel``: an MoE model's experts
+    are spread over the tp GPUs whole (vLLM's ``--enable-expert-parallel``).
     """
     if profile is not None:
         g, m, p_tp, eff = load_profile(profile)
@@ -561,12 +664,12 @@ def cost_model(gpu: str, model: str, tp: int = 1, profile: Path | None = None) -
             raise UnknownProfileError(
                 f"profile {profile} is for {g.name}/{m.name}/tp{p_tp}, not {gpu}/{model}/tp{tp}"
             )
-        return CostModel(g, m, tp, eff)
+        return CostModel(g, m, tp, eff, expert_parallel)
     g, m = gpu_spec(gpu), model_spec(model)
     shipped = profile_dir() / "calibrated" / f"{_profile_key(g.name, m.name, tp)}.yaml"
     if shipped.is_file():
-        return CostModel(g, m, tp, load_profile(shipped)[3])
-    return CostModel(g, m, tp)
+        return CostModel(g, m, tp, load_profile(shipped)[3], expert_parallel)
+    return CostModel(g, m, tp, None, expert_parallel)
 
 
 def write_profile(

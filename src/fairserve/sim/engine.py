@@ -7,7 +7,11 @@ prefill), then waiting ones in the waiting queue's order while budget,
 sequence slots and KV blocks last. When a running request needs a KV block
 and none is free, a victim is preempted, its blocks freed, and it goes back
 to the waiting queue to be recomputed from scratch (prefix-cache hits aside);
-no waiting request is admitted in a step that preempted.
+no waiting request is admitted in a step that preempted. Optional KV tiers
+behind the GPU (``EngineConfig.cpu_kv_cache_gb``) keep the prefix blocks it
+evicts; a request admitted with prefix runs from a tier loads them into GPU
+blocks, and the step that admits it is priced with the transfer under its
+compute (``tiered_step_s``, docs/simulator.md "KV tiers").
 
 The waiting queue is the engine's policy (the "engine" placement: order,
 victim and charging in one object, see ``core.policies.base``) or, without
@@ -31,13 +35,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import cast
 
-from fairserve.core.model import Outcome, Request
+from fairserve.core.model import FAILED_AFTER_PROMPT, Outcome, Request
 from fairserve.core.policies.base import Policy, ProgressAware
 from fairserve.metrics.records import NAN, RequestRecords
 from fairserve.sim.config import EngineConfig
 from fairserve.sim.cost import CostModel, DecodeLine
 from fairserve.sim.decodeset import DecodeSet
-from fairserve.sim.kvcache import BlockPool, CacheEntry
+from fairserve.sim.kvcache import BlockPool, CacheEntry, KVTier, check_tiers, prefix_match
 from fairserve.sim.sequence import Seq, SeqStatus
 
 
@@ -47,6 +51,7 @@ def cdiv(a: int, b: int) -> int:
 
 
 _NO_HITS: list[CacheEntry] = []  # shared, never mutated
+_NO_LOADS: list[tuple[int, KVTier]] = []  # shared, never mutated
 
 
 def unfit_reason(
@@ -77,6 +82,55 @@ def kv_blocks(cost: CostModel, config: EngineConfig) -> int:
         config.max_num_batched_tokens,
         config.max_num_seqs,
     )
+
+
+def kv_tiers(cost: CostModel, config: EngineConfig) -> KVTier | None:
+    """The KV tiers behind an engine's GPU pool (the CPU tier, the remote one below it),
+    sized in blocks of this model's KV; None when none is configured."""
+    if config.cpu_kv_cache_gb is None:
+        return None
+    block_bytes = cost.model.kv_bytes_per_token(cost.tp) * config.block_size
+    remote = None
+    if config.remote_kv_cache_gb is not None:
+        remote = KVTier(
+            "remote",
+            int(config.remote_kv_cache_gb * 1e9 // block_bytes),
+            block_bytes,
+            config.remote_kv_bandwidth_gb_s * 1e9,
+            config.remote_kv_latency_s,
+        )
+    return KVTier(
+        "cpu",
+        int(config.cpu_kv_cache_gb * 1e9 // block_bytes),
+        block_bytes,
+        config.cpu_kv_bandwidth_gb_s * 1e9,
+        lower=remote,
+    )
+
+
+def tiered_step_s(compute_s: float, load_s: float, num_layers: int) -> float:
+    """A step that also loads ``load_s`` of KV from lower tiers: the loads run layer by
+    layer under the compute (layer l's KV arrives while layer l - 1 computes), so the
+    step takes the longer of the two plus one layer's load before the first layer."""
+    return max(compute_s, load_s) + load_s / num_layers
+
+
+def load_time_s(
+    loads: list[tuple[int, KVTier]], blocks: int, first: bool, block_size: int
+) -> float:
+    """Seconds to bring one request's ``loads`` (``blocks`` blocks in all, runs of one
+    size) up: one transfer per tier, the tiers one after another. Each tier counts its
+    seconds and, at the request's ``first`` admission, the prompt tokens it served."""
+    run_blocks = blocks // len(loads)
+    load_s = 0.0
+    for tier in {id(t): t for _, t in loads}.values():  # in the order first met
+        tier_blocks = run_blocks * sum(1 for _, t in loads if t is tier)
+        seconds = tier.load_s(tier_blocks)
+        tier.transfer_s += seconds
+        if first:
+            tier.hit_tokens += tier_blocks * block_size
+        load_s += seconds
+    return load_s
 
 
 class Engine:
@@ -116,6 +170,11 @@ class Engine:
         self.max_model_len = config.max_model_len or cost.model.max_model_len
         self.pool = BlockPool(kv_blocks(cost, config))
         self.prefix_caching = config.enable_prefix_caching
+        # KV tiers behind the pool (None: GPU only), the seconds of transfer the step being
+        # planned loads, and prompt tokens the GPU served at first admissions (with tiers).
+        self.tiers = self.pool.spill = kv_tiers(cost, config)
+        self._load_s = 0.0
+        self.gpu_hit_tokens = 0
         # time and steps
         self.now = 0.0
         self.g = 0
@@ -143,6 +202,7 @@ class Engine:
         self._line: DecodeLine | None = None
         self._run_steps = 0  # steps in the decode run in flight
         self._run_charged = 0  # of them, steps already reported to the charged policy
+        self._run_allocated = 0  # ... blocks already taken for them (``prefix_match``)
         self._run_t0 = 0.0
         self._step_end = 0.0
         self._starting = False  # woken from idle: the first step is planned at wake_s
@@ -190,6 +250,32 @@ class Engine:
     def queued_prefill_tokens(self) -> int:
         """Prefill tokens still to compute: queued requests and unfinished prefills."""
         return self.waiting_prefill_tokens + sum(s.todo - s.computed for s in self.prefilling)
+
+    def prefix_match(
+        self, hashes: tuple[int, ...], block_tokens: int, now: float
+    ) -> tuple[int, int, int]:
+        """Prompt tokens of the prefix ``hashes`` names cached here, by tier: (GPU, CPU,
+        remote), as of ``now`` (routers read it)."""
+        if not self.prefix_caching:
+            return 0, 0, 0
+        if self._line is not None:
+            self._allocate_run_until(now)
+        return prefix_match(self.pool, hashes, block_tokens)
+
+    def _allocate_run_until(self, now: float) -> None:
+        """Take the KV blocks of the steps of the decode run in flight planned by ``now``.
+
+        A run takes its blocks when it ends; a step-by-step engine takes them step
+        by step, evicting cached blocks (into the tiers) as it goes. Whoever reads
+        the cache mid-run must see those evictions, so they are made now: the
+        same blocks, in the same LRU order, only earlier.
+        """
+        assert self._line is not None
+        planned = min(max(1, self._line.steps_to_reach(now - self._run_t0)), self._run_steps)
+        need = self.decodes.blocks_between(self.g, planned) - self._run_allocated
+        if need > 0:
+            self.pool.allocate(need)
+            self._run_allocated += need
 
     # --- the driver's interface ---------------------------------------------------------
 
@@ -477,25 +563,36 @@ class Engine:
             if seq is None:
                 break
             hits, touch = self._lookup(seq)
-            cached = len(hits) * seq.req.prefix_block_tokens if hits else 0
+            loads = _NO_LOADS
+            if self.tiers is not None and seq.req.prefix_hashes:
+                hits, touch, loads = self._lookup_tiers(seq, hits, touch)
+            runs = len(hits) + len(loads)
+            cached = runs * seq.req.prefix_block_tokens if runs else 0
             chunk = min(seq.todo - cached, budget)
             if capped:
                 chunk = self._tenant_room(seq, chunk)
                 if chunk <= 0:
                     break  # its tenant used its prefill tokens of this step
             new_blocks = cdiv(cached + chunk, bs) - cached // bs
+            if loads:  # runs brought back from a lower tier take new GPU blocks
+                touch += len(loads) * (seq.req.prefix_block_tokens // bs)
             if new_blocks + touch > pool.free_blocks:
                 self._head_blocked = True
-                # Evicting the cached blocks it would reuse can make it fit later.
+                # Evictions change what it would reuse (a GPU hit moves down a tier, a
+                # tier's run is pushed out), which can make it fit later.
                 self._head_touches_cache = touch > 0
                 break
             self._take_waiting_head(seq)
             self.waiting_prefill_tokens -= seq.todo
-            if hits:
+            if loads:
+                self._bring_back(seq, hits, loads, runs)
+            elif hits:
                 pool.acquire(hits)
                 seq.entries = hits
                 seq.shared_blocks = cached // bs
                 seq.hashed = len(hits)
+                if self.tiers is not None and seq.cached_tokens is None:
+                    self.gpu_hit_tokens += cached
             pool.allocate(new_blocks)
             self._admit(seq, cached)
             self._batch.append((seq, chunk))
@@ -511,6 +608,37 @@ class Engine:
         # At least one token is always computed (vLLM caps the hit below num_tokens).
         max_entries = (seq.todo - 1) // seq.req.prefix_block_tokens
         return self.pool.lookup(hashes, max_entries)
+
+    def _lookup_tiers(
+        self, seq: Seq, hits: list[CacheEntry], touch: int
+    ) -> tuple[list[CacheEntry], int, list[tuple[int, KVTier]]]:
+        """A prefix lookup that walks on past the GPU hits into the tiers below."""
+        hashes = seq.req.prefix_hashes
+        assert hashes is not None
+        stop = (seq.todo - 1) // seq.req.prefix_block_tokens
+        if len(hits) >= stop:
+            return hits, touch, _NO_LOADS
+        more, more_touch, loads = self.pool.lookup_below(hashes, len(hits), stop)
+        if not loads:  # the walk ended at the first GPU miss, as the plain lookup did
+            return hits, touch, _NO_LOADS
+        return [*hits, *more], touch + more_touch, loads
+
+    def _bring_back(
+        self, seq: Seq, hits: list[CacheEntry], loads: list[tuple[int, KVTier]], runs: int
+    ) -> None:
+        """Admit ``seq`` with prefix runs from lower tiers: reference its GPU hits, load the
+        rest into new GPU blocks and add their transfer time to the step being planned."""
+        hashes = seq.req.prefix_hashes
+        assert hashes is not None
+        pool = self.pool
+        pool.acquire(hits)
+        first = seq.cached_tokens is None
+        self._load_s += load_time_s(loads, pool.bring_back(loads), first, self.bs)
+        if first:
+            self.gpu_hit_tokens += len(hits) * seq.req.prefix_block_tokens
+        seq.entries = pool.held(hashes, runs)
+        seq.shared_blocks = runs * seq.req.prefix_block_tokens // self.bs
+        seq.hashed = runs
 
     def _admit(self, seq: Seq, cached: int) -> None:
         seq.status = SeqStatus.PREFILL
@@ -537,6 +665,9 @@ class Engine:
         seqs = b + len(self._batch)
         assert seqs, "a planned step with nothing to run"
         dt = self.cost.step_time_s(prefill, b, kv, pairs, seqs, len(self._batch))
+        if self._load_s:
+            dt = tiered_step_s(dt, self._load_s, self.cost.model.num_layers)
+            self._load_s = 0.0
         self._line = None
         self._step_end = self.now + dt
         self.wake_s = self._step_end
@@ -566,6 +697,7 @@ class Engine:
         self._line = line
         self._run_steps = steps
         self._run_charged = 0
+        self._run_allocated = 0
         self._run_t0 = self.now
         self.wake_s = self.now + line.total_s(steps)
 
@@ -592,7 +724,7 @@ class Engine:
     def _finish_run(self) -> None:
         k = self._run_steps
         # Step g's blocks were taken when it was planned.
-        allocs = self.decodes.blocks_between(self.g, k)
+        allocs = self.decodes.blocks_between(self.g, k) - self._run_allocated
         if allocs:
             self.pool.allocate(allocs)
         end = self.wake_s
@@ -665,6 +797,9 @@ class Engine:
 
     def _prefill_done(self, seq: Seq) -> None:
         self.prefilling.remove(seq)
+        if seq.req.fails:  # served its prompt, then failed: no token comes out
+            self._complete(seq, seq.computed, Outcome.FAILED)
+            return
         seq.out += 1
         if seq.out == 1:
             seq.first_token_s = self.now
@@ -708,7 +843,8 @@ class Engine:
             seq.shared_blocks = 0
         seq.hashed = 0
 
-    def _complete(self, seq: Seq, computed: int) -> None:
+    def _complete(self, seq: Seq, computed: int, outcome: Outcome = Outcome.COMPLETED) -> None:
+        """End a running sequence: completed, or failed after its prompt (``Request.fails``)."""
         self._release(seq, computed)
         del self.running[id(seq)]
         seq.status = SeqStatus.DONE
@@ -716,15 +852,17 @@ class Engine:
         self.outstanding_tokens -= req.prompt_tokens + (req.max_tokens or 0)
         self.predicted_tokens -= req.prompt_tokens + (req.predicted_output_tokens or 0)
         assert seq.cached_tokens is not None, "a completed request was admitted"
+        out = seq.target if outcome is Outcome.COMPLETED else 0
         self.records.add(
-            req.id, req.tenant, self.index, Outcome.COMPLETED, req.arrival_s,
+            req.id, req.tenant, self.index, outcome, req.arrival_s,
             seq.first_sched_s, seq.first_token_s, self.now, req.prompt_tokens,
-            seq.target, seq.cached_tokens, seq.preemptions,
+            out, seq.cached_tokens, seq.preemptions,
+            None if outcome is Outcome.COMPLETED else FAILED_AFTER_PROMPT,
         )  # fmt: skip
         if self.policy is not None:
-            self.policy.on_finish(req, seq.target, self.now)
+            self.policy.on_finish(req, out, self.now)
         if self.on_finish is not None:
-            self.on_finish(req, seq.target, self.now)
+            self.on_finish(req, out, self.now)
 
     def _preempt(self, seq: Seq, in_order: bool = False) -> None:
         """Free a running sequence's blocks and queue it for recomputation (``in_order``:
@@ -748,7 +886,7 @@ class Engine:
 
     def check(self) -> None:
         """Assert the engine's invariants (tests)."""
-        self.pool.check()
+        check_tiers(self.pool)
         held = 0
         for seq in self.running.values():
             private, shared = self._held_blocks(seq, seq.computed_at(self.g))

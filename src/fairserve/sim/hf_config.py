@@ -15,8 +15,9 @@ experts, norms, LM head), so a model needs no entry in ``models.yaml``:
   ``kv_lora_rank`` is set: the KV cache holds ``kv_lora_rank +
   qk_rope_head_dim`` values per token and layer, replicated on every tp rank.
 
-MoE: compute follows the active parameters, memory (weights read, KV sizing)
-the total.
+MoE: compute follows the active parameters, memory (KV sizing) the total, and
+a step reads the routed experts its tokens go to (``num_experts``,
+``experts_per_token``, ``expert_params``).
 """
 
 from __future__ import annotations
@@ -91,6 +92,22 @@ def _mlp_params(cfg: dict[str, Any], path: Path) -> tuple[int, int]:
     return layers * dense, layers * dense
 
 
+def _routed_experts(cfg: dict[str, Any], path: Path) -> tuple[int, int, int] | None:
+    """(experts per MoE layer, experts per token, routed-expert parameters over all
+    layers) of an MoE config; None for a dense one. Shared experts are not routed."""
+    h, layers = _int(cfg, "hidden_size", path), _int(cfg, "num_hidden_layers", path)
+    if cfg.get("n_routed_experts"):  # DeepSeek MoE
+        experts = _int(cfg, "n_routed_experts", path)
+        expert = 3 * h * _int(cfg, "moe_intermediate_size", path)
+        moe_layers = layers - _int(cfg, "first_k_dense_replace", path, 0)
+        return experts, _int(cfg, "num_experts_per_tok", path), moe_layers * experts * expert
+    if cfg.get("num_local_experts"):  # Mixtral
+        experts = _int(cfg, "num_local_experts", path)
+        expert = 3 * h * _int(cfg, "intermediate_size", path)
+        return experts, _int(cfg, "num_experts_per_tok", path), layers * experts * expert
+    return None
+
+
 def model_from_config(path: Path, name: str | None = None) -> ModelSpec:
     """The ``ModelSpec`` of a Hugging Face ``config.json``; a clear error names a bad key."""
     try:
@@ -110,6 +127,8 @@ def model_from_config(path: Path, name: str | None = None) -> ModelSpec:
     total = embed + layers * attention + mlp_total + norms
     active = embed + layers * attention + mlp_active + norms
     dtype = str(cfg.get("torch_dtype") or "bfloat16")
+    routed = _routed_experts(cfg, path) if active != total else None
+    experts, per_token, expert_params = routed if routed is not None else (None, None, None)
     return ModelSpec(
         name=name or str(cfg.get("_name_or_path") or path.parent.name or path.stem),
         params=total,
@@ -125,4 +144,7 @@ def model_from_config(path: Path, name: str | None = None) -> ModelSpec:
         dtype_bytes=DTYPE_BYTES.get(dtype, 2),
         active_params=active if active != total else None,
         kv_latent_dim=latent,
+        num_experts=experts,
+        experts_per_token=per_token,
+        expert_params=expert_params,
     )

@@ -24,6 +24,7 @@ from fairserve.sim.cluster import Cluster
 from fairserve.sim.config import EngineConfig, engine_config_from
 from fairserve.sim.cost import CostModel, cost_model
 from fairserve.sim.engine import Engine
+from fairserve.sim.kvcache import tier_chain
 from fairserve.sim.stepper import StepEngine
 from fairserve.store import load_model
 
@@ -38,6 +39,8 @@ class InstanceSpec:
     count: int = 1
     engine: EngineConfig = field(default_factory=EngineConfig)
     profile: Path | None = None
+    # An MoE model's experts spread whole over the tp GPUs (vLLM's --enable-expert-parallel).
+    expert_parallel: bool = False
 
     def __post_init__(self) -> None:
         if self.count < 1:
@@ -47,7 +50,7 @@ class InstanceSpec:
 
     def cost_model(self) -> CostModel:
         """The cost model of this instance kind (clear error for unknown names)."""
-        return cost_model(self.gpu, self.model, self.tp, self.profile)
+        return cost_model(self.gpu, self.model, self.tp, self.profile, self.expert_parallel)
 
 
 PLACEMENTS = ("gateway", "engine")
@@ -180,6 +183,7 @@ class SimConfig:
             options["instances"],
             engine_config_from(options),
             Path(profile) if profile is not None else None,
+            bool(options.get("expert_parallel", False)),
         )
         return cls(
             instances=(spec,),
@@ -382,4 +386,34 @@ def _engine_stats(
         kv_util_mean=kv_block_s / (total_blocks * span) if span > 0 else float("nan"),
         kv_util_peak=float(peak),
         prefix_cache_hit_rate=cached / prompt if prompt else None,
+        kv_tiers=_tier_stats(engines, prompt),
     )
+
+
+def _tier_stats(
+    engines: list[Engine | StepEngine], prompt_tokens: int
+) -> dict[str, dict[str, float]] | None:
+    """Per-tier figures summed over instances (``EngineStats.kv_tiers``); None without tiers."""
+    if all(e.tiers is None for e in engines):
+        return None
+
+    def rate(tokens: int) -> float:
+        return tokens / prompt_tokens if prompt_tokens else float("nan")
+
+    gpu = sum(e.gpu_hit_tokens for e in engines)
+    stats: dict[str, dict[str, float]] = {"gpu": {"hit_tokens": gpu, "hit_rate": rate(gpu)}}
+    for e in engines:
+        for tier in tier_chain(e.tiers):
+            into = stats.setdefault(tier.name, dict.fromkeys(_TIER_FIGURES, 0))
+            into["hit_tokens"] += tier.hit_tokens
+            into["loaded_bytes"] += tier.loaded_bytes
+            into["transfer_s"] += tier.transfer_s
+            into["capacity_blocks"] += tier.total_blocks
+            into["evictions"] += tier.evictions
+    for name, figures in stats.items():
+        if name != "gpu":
+            figures["hit_rate"] = rate(int(figures["hit_tokens"]))
+    return stats
+
+
+_TIER_FIGURES = ("hit_tokens", "loaded_bytes", "transfer_s", "capacity_blocks", "evictions")

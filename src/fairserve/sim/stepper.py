@@ -23,14 +23,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import cast
 
-from fairserve.core.model import Outcome, Request
+from fairserve.core.model import FAILED_AFTER_PROMPT, Outcome, Request
 from fairserve.core.policies.base import Policy, ProgressAware
 from fairserve.core.policies.fifo import FifoPolicy
 from fairserve.metrics.records import NAN, RequestRecords
 from fairserve.sim.config import EngineConfig
 from fairserve.sim.cost import CostModel
-from fairserve.sim.engine import cdiv, kv_blocks, unfit_reason
-from fairserve.sim.kvcache import BlockPool, CacheEntry
+from fairserve.sim.engine import (
+    cdiv,
+    kv_blocks,
+    kv_tiers,
+    load_time_s,
+    tiered_step_s,
+    unfit_reason,
+)
+from fairserve.sim.kvcache import BlockPool, CacheEntry, KVTier, check_tiers, prefix_match
 
 
 class StepSeq:
@@ -103,6 +110,9 @@ class StepEngine:
         self.bs = config.block_size
         self.max_model_len = config.max_model_len or cost.model.max_model_len
         self.pool = BlockPool(kv_blocks(cost, config))
+        self.tiers = self.pool.spill = kv_tiers(cost, config)  # as Engine
+        self._load_s = 0.0
+        self.gpu_hit_tokens = 0
         self.now = 0.0
         self.wake_s: float | None = None
         self.version = 0
@@ -148,6 +158,14 @@ class StepEngine:
         """Prefill tokens still to compute: queued requests and unfinished prefills."""
         running = sum(s.num_tokens - s.computed for s in self.running if not s.decoding)
         return self.waiting_prefill_tokens + running
+
+    def prefix_match(
+        self, hashes: tuple[int, ...], block_tokens: int, now: float
+    ) -> tuple[int, int, int]:
+        """Prompt tokens of the prefix cached here by tier (GPU, CPU, remote), as Engine."""
+        if not self.config.enable_prefix_caching:
+            return 0, 0, 0
+        return prefix_match(self.pool, hashes, block_tokens)
 
     # --- the driver's interface ---------------------------------------------------------
 
@@ -239,6 +257,9 @@ class StepEngine:
             pairs += n * seq.computed + n * (n + 1) // 2
         # The cost model depends on prefill tokens + decode sequences only through their sum.
         dt = self.cost.step_time_s(tokens, 0, kv, pairs, len(self.scheduled), chunks)
+        if self._load_s:  # KV brought back from lower tiers, under the compute
+            dt = tiered_step_s(dt, self._load_s, self.cost.model.num_layers)
+            self._load_s = 0.0
         self.wake_s = self.now + dt
 
     def _blocked_head(self) -> StepSeq | None:
@@ -355,23 +376,28 @@ class StepEngine:
             seq = self.seqs[head]
             hits: list[CacheEntry] = []
             touch = 0
+            loads: list[tuple[int, KVTier]] = []
             hashes = seq.req.prefix_hashes
             pbt = seq.req.prefix_block_tokens
             if hashes and self.config.enable_prefix_caching:
-                hits, touch = pool.lookup(hashes, (seq.num_tokens - 1) // pbt)
-            cached = len(hits) * pbt
+                stop = (seq.num_tokens - 1) // pbt
+                hits, touch = pool.lookup(hashes, stop)
+                if self.tiers is not None and len(hits) < stop:
+                    more, more_touch, loads = pool.lookup_below(hashes, len(hits), stop)
+                    hits, touch = hits + more, touch + more_touch
+            runs = len(hits) + len(loads)
+            cached = runs * pbt
             n = self._tenant_room(seq, min(seq.num_tokens - cached, budget))
             if n <= 0:
                 break  # its tenant used its prefill tokens of this step
             need = cdiv(cached + n, self.bs) - cached // self.bs
-            if need + touch > pool.free_blocks:
+            loaded_blocks = len(loads) * (pbt // self.bs)  # new GPU blocks for the loads
+            if need + touch + loaded_blocks > pool.free_blocks:
                 break
             popped = self.policy.pop(self.now)
             assert popped is head, "the policy's pop differs from its peek"
             self.waiting_prefill_tokens -= seq.num_tokens
-            pool.acquire(hits)
-            seq.entries = list(hits)
-            seq.hashed = len(hits)
+            self._take_cached(seq, hits, loads, runs)
             pool.allocate(need)
             seq.computed = cached
             if seq.cached_tokens is None:
@@ -382,6 +408,24 @@ class StepEngine:
             self.scheduled.append((seq, n))
             self._tenant_took(seq, n)
             budget -= n
+
+    def _take_cached(
+        self, seq: StepSeq, hits: list[CacheEntry], loads: list[tuple[int, KVTier]], runs: int
+    ) -> None:
+        """Reference the prefix's GPU hits; bring the runs found in lower tiers back into
+        new GPU blocks, their transfer time added to the step being planned."""
+        pool = self.pool
+        pool.acquire(hits)
+        first = seq.cached_tokens is None
+        if self.tiers is not None and first:
+            self.gpu_hit_tokens += len(hits) * seq.req.prefix_block_tokens
+        if loads:
+            assert seq.req.prefix_hashes is not None
+            self._load_s += load_time_s(loads, pool.bring_back(loads), first, self.bs)
+            seq.entries = pool.held(seq.req.prefix_hashes, runs)
+        else:
+            seq.entries = list(hits)
+        seq.hashed = runs
 
     # --- finishing a step -------------------------------------------------------------
 
@@ -426,6 +470,9 @@ class StepEngine:
 
     def _sample(self, seq: StepSeq) -> None:
         """``seq`` computed all its tokens: it samples the next one."""
+        if seq.req.fails:  # served its prompt, then failed: no token comes out
+            self._complete(seq, Outcome.FAILED)
+            return
         seq.out += 1
         seq.decoding = True
         if seq.out == 1:
@@ -444,7 +491,7 @@ class StepEngine:
         seq.entries = []
         seq.hashed = 0
 
-    def _complete(self, seq: StepSeq) -> None:
+    def _complete(self, seq: StepSeq, outcome: Outcome = Outcome.COMPLETED) -> None:
         self._release(seq)
         self.running.remove(seq)
         req = seq.req
@@ -453,9 +500,10 @@ class StepEngine:
         self.predicted_tokens -= req.prompt_tokens + (req.predicted_output_tokens or 0)
         assert seq.cached_tokens is not None, "a completed request was admitted"
         self.records.add(
-            req.id, req.tenant, self.index, Outcome.COMPLETED, req.arrival_s,
+            req.id, req.tenant, self.index, outcome, req.arrival_s,
             seq.first_sched_s, seq.first_token_s, self.now, req.prompt_tokens, seq.out,
             seq.cached_tokens, seq.preemptions,
+            None if outcome is Outcome.COMPLETED else FAILED_AFTER_PROMPT,
         )  # fmt: skip
         self.policy.on_finish(req, seq.out, self.now)
         if self.on_finish is not None:
@@ -481,7 +529,7 @@ class StepEngine:
 
     def check(self) -> None:
         """Assert the engine's invariants (tests)."""
-        self.pool.check()
+        check_tiers(self.pool)
         assert len(self.seqs) == len(self.running) + self.num_waiting
         held = 0
         for seq in self.running:

@@ -1,7 +1,8 @@
 """Persistence outside the pure core: saved models (and, beside them, config files).
 
-``load_model(path)`` opens any saved fairserve model; drivers pass it as the
-``load`` context of :meth:`fairserve.core.registry.Registry.build`.
+``load_model(path)`` opens any saved fairserve model (a learned ranker from
+:mod:`.ranker`, or what :mod:`.models` saves); drivers pass it as the ``load``
+context of :meth:`fairserve.core.registry.Registry.build`.
 """
 
 from fairserve.store.models import (
@@ -10,10 +11,10 @@ from fairserve.store.models import (
     load_embedder,
     load_latency_model,
     load_learned_model,
-    load_model,
     save_latency_model,
     save_learned_model,
 )
+from fairserve.store.ranker import load_model, load_ranker, save_ranker
 
 __all__ = [
     "EmbeddingUnavailable",
@@ -22,6 +23,8 @@ __all__ = [
     "load_latency_model",
     "load_learned_model",
     "load_model",
+    "load_ranker",
     "save_latency_model",
     "save_learned_model",
+    "save_ranker",
 ]

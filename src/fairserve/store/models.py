@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from fairserve.core.predict.embed import DEFAULT_MAX_TOKENS, Embedder
-from fairserve.core.predict.latency import LatencyModel
+from fairserve.core.predict.latency import MODEL_VERSION, BatchLatencyModel, LatencyModel
 from fairserve.core.predict.learned import BASE_FEATURES, LearnedModel, need_sklearn
 
 #: The ``kind`` a saved latency model's JSON names (files from before it had none).
@@ -51,25 +51,44 @@ class EmbeddingUnavailable(RuntimeError):
     """The embedding model or the tokenizer library is not installed."""
 
 
-def save_latency_model(model: LatencyModel, path: PathLike) -> Path:
-    """Write ``model``'s coefficients as JSON (with its ``kind``); returns the path."""
+def save_latency_model(model: LatencyModel | BatchLatencyModel, path: PathLike) -> Path:
+    """Write ``model``'s coefficients as JSON (with its ``kind`` and ``version``); returns
+    the path. A version-2 model also records its length predictor, token budget and
+    hardware, so ``fairserve predictor score`` can re-create its telemetry elsewhere."""
     out = Path(path)
     data = {"kind": LATENCY_KIND, "version": 1, **model.as_dict()}
     out.write_text(json.dumps(data, indent=2) + "\n")
     return out
 
 
-def load_latency_model(path: PathLike) -> LatencyModel:
-    """A latency model saved by :func:`save_latency_model` (or an older file without ``kind``)."""
+def load_latency_model(path: PathLike) -> LatencyModel | BatchLatencyModel:
+    """A latency model saved by :func:`save_latency_model`: version 2
+    (:class:`BatchLatencyModel`), or version 1 (:class:`LatencyModel`, also an
+    older file without ``kind`` or ``version``). Errors are one line naming the
+    file and the key."""
     file = Path(path)
     if not file.is_file():
         raise ModelNotFound(
             f"{file}: no latency model here; fit one with `fairserve predictor latency --out FILE`"
         )
     try:
-        return LatencyModel.from_dict(json.loads(file.read_text()))
-    except (json.JSONDecodeError, ValueError) as exc:
+        data = json.loads(file.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{file}: not a latency model (not JSON: {exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{file}: not a latency model (expected a JSON object)")
+    version = data.get("version", 1)
+    try:
+        if version == 1:
+            return LatencyModel.from_dict(data)
+        if version == MODEL_VERSION:
+            return BatchLatencyModel.from_dict(data)
+    except ValueError as exc:
         raise ValueError(f"{file}: {exc}") from None
+    raise ValueError(
+        f"{file}: latency model version {version!r} is not supported (this fairserve reads "
+        f"versions 1 and {MODEL_VERSION}); refit it with `fairserve predictor latency --out FILE`"
+    )
 
 
 def save_learned_model(model: LearnedModel, folder: PathLike) -> Path:

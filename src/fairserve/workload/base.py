@@ -289,7 +289,7 @@ class Workload:
 
     @property
     def n_failed(self) -> int:
-        """Rows flagged failed (they are left out of :meth:`requests`)."""
+        """Rows flagged failed (their requests fail once their prompt is served)."""
         return 0 if self.failed is None else int(self.failed.sum())
 
     def tenant_config(self, name: str) -> Tenant:
@@ -299,12 +299,13 @@ class Workload:
 
     # ------------------------------------------------------------ iteration
     def requests(self, *, start_id: int = 0) -> Iterator[Request]:
-        """Yield one :class:`Request` per non-failed row, lazily, in arrival order.
+        """Yield one :class:`Request` per row, lazily, in arrival order.
 
-        Ids run ``start_id``..``start_id+m-1`` over the yielded requests. Rows flagged ``failed`` carry
-        no response (``output_tokens`` 0), which a ``Request`` cannot represent,
-        so they are skipped; use :meth:`drop_failed` to see the same rows as a
-        workload. Priority and SLO class come from the row's tenant config.
+        Ids run ``start_id``..``start_id+n-1``. Rows flagged ``failed`` become
+        requests with ``fails`` set: a simulator serves their prompt and ends
+        them as failed, so they cost what they cost instead of vanishing
+        (:meth:`drop_failed` removes them first). Priority and SLO class come
+        from the row's tenant config.
         """
         # chain.from_iterable over per-batch map() objects: the per-request path
         # is C only (a generator with ``yield from`` cost ~0.15 us a request more).
@@ -321,17 +322,15 @@ class Workload:
         has_config = any(c is not None for c in configs)
         prios = np.asarray([c.priority if c is not None else 0 for c in configs], dtype=object)
         slos = np.asarray([c.slo.name if c is not None else None for c in configs], dtype=object)
-        keep = (
-            None if self.failed is None or not self.failed.any() else np.flatnonzero(~self.failed)
-        )
-        n = len(self) if keep is None else int(keep.size)
+        fails = self.failed if self.failed is not None and self.failed.any() else None
+        n = len(self)
         model_codes = self.model_codes if self.model_table else None
         models = np.asarray(self.model_table, dtype=object)
         repeat = itertools.repeat
         next_id = start_id
         for start in range(0, n, _ITER_BATCH_ROWS):
             stop = min(start + _ITER_BATCH_ROWS, n)
-            rows: slice | IntArray = slice(start, stop) if keep is None else keep[start:stop]
+            rows = slice(start, stop)
             codes = self.tenant_codes[rows]
             count = stop - start
             yield map(
@@ -353,6 +352,7 @@ class Workload:
                 repeat(None),  # max_tokens: traces record what was produced, not the cap
                 repeat(None) if model_codes is None else models[model_codes[rows]].tolist(),
                 repeat(None) if self.text is None else self.text[rows].tolist(),
+                repeat(False) if fails is None else fails[rows].tolist(),
             )
             next_id += count
 

@@ -35,6 +35,7 @@ from fairserve.store.specs import load_yaml, validate
 from fairserve.workload import generate as gen
 from fairserve.workload import transform as tf
 from fairserve.workload.base import TraceError, Workload
+from fairserve.workload.failures import FailureModel, local_rate_per_s
 
 
 class _Model(BaseModel):
@@ -258,6 +259,26 @@ class DropFailed(_Model):
     op: Literal["drop_failed"]
 
 
+class Failures(_Model):
+    """Draw failed requests (on top of any the trace records): a constant ``share``, or
+    rising with the local arrival rate (``slope_per_rps``, log-odds per req/s; ``share``
+    is then the probability at the workload's mean rate), or a fitted model
+    (``intercept`` + ``slope_per_rps``, as ``fairserve trace stats`` prints them)."""
+
+    op: Literal["failures"]
+    share: float | None = Field(default=None, ge=0, lt=1)
+    intercept: float | None = None
+    slope_per_rps: float = 0.0
+    window_s: float = Field(default=60.0, gt=0)
+    seed: int | None = None
+
+    @model_validator(mode="after")
+    def _one_level(self) -> Failures:
+        if (self.share is None) == (self.intercept is None):
+            raise ValueError("give exactly one of 'share' and 'intercept'")
+        return self
+
+
 Transform = Annotated[
     Window
     | ScaleTime
@@ -266,7 +287,8 @@ Transform = Annotated[
     | Sample
     | TenantsByColumn
     | TenantsByHash
-    | DropFailed,
+    | DropFailed
+    | Failures,
     Field(discriminator="op"),
 ]
 
@@ -491,8 +513,18 @@ def _apply_one(wl: Workload, t: Any, seed: int) -> Workload:
         return tf.tenants_by_column(wl, t.column)
     if isinstance(t, TenantsByHash):
         return tf.tenants_by_hash(wl, t.tenants, key=t.key)
+    if isinstance(t, Failures):
+        return _failure_model(wl, t).apply(wl, seed if t.seed is None else t.seed)
     assert isinstance(t, DropFailed)
     return wl.drop_failed()
+
+
+def _failure_model(wl: Workload, t: Failures) -> FailureModel:
+    if t.intercept is not None:
+        return FailureModel(t.intercept, t.slope_per_rps, t.window_s)
+    assert t.share is not None
+    mean_rate = float(np.mean(local_rate_per_s(wl.arrival_s, t.window_s))) if len(wl) else 0.0
+    return FailureModel.at_share(t.share, mean_rate, t.slope_per_rps, t.window_s)
 
 
 def parse_spec(data: Any, origin: str = "<spec>") -> WorkloadSpec:

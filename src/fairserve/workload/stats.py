@@ -24,6 +24,11 @@ Definitions, so that numbers can be checked independently:
     conversation (mean, p50, p90, p99, max; a one-request conversation has one
     turn) and the interval between consecutive turns of one conversation
     (arrival to arrival, seconds).
+  * ``failures`` (traces with a ``failed`` column): the failure share and
+    whether it rises with load, from :func:`fairserve.workload.failures.fit_failures`
+    (60 s windows; ``intercept`` and ``slope_per_rps`` are a failure model's
+    parameters, ``share_quiet``/``share_busy`` the share in the quietest and
+    busiest quarter of windows); None with fewer than four full windows.
   * ``warnings``: sentences about figures not to be read at face value (the
     reader's, e.g. ServeGen clients skipped, then batched timestamps).
 """
@@ -36,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from fairserve.workload.base import Workload
+from fairserve.workload.failures import FailureFit, fit_failures
 
 PERCENTILES = (50, 90, 99)
 #: More than this share of zero gaps between arrivals: timestamps come in batches.
@@ -146,8 +152,16 @@ def conversation_stats(workload: Workload) -> dict[str, Any] | None:
     }
 
 
-def _warnings(workload: Workload, batching: dict[str, Any] | None) -> list[str]:
+def _warnings(
+    workload: Workload, batching: dict[str, Any] | None, failures: FailureFit | None
+) -> list[str]:
     out = [str(w) for w in workload.meta.get("warnings", [])]
+    if failures is not None and failures.rises_with_load:
+        out.append(
+            f"failures rise with load: {failures.share_quiet:.1%} of requests fail in the "
+            f"quietest quarter of {failures.window_s:g} s windows, {failures.share_busy:.1%} "
+            f"in the busiest (p = {failures.p_value:.1g})"
+        )
     if batching is not None and batching["batched"]:
         quantum = batching.get("quantum_s")
         out.append(
@@ -177,6 +191,7 @@ def compute_stats(workload: Workload, *, bin_s: float | None = None) -> dict[str
     ok = slice(None) if workload.failed is None else ~workload.failed
     codes = workload.tenant_codes
     batching = timestamp_batching(workload.arrival_s)
+    failures = fit_failures(workload)
     counts = np.bincount(codes, minlength=len(workload.tenant_table)) if n else np.zeros(0)
     per_tenant: dict[str, Any] = {}
     for code, name in enumerate(workload.tenant_table):
@@ -214,9 +229,10 @@ def compute_stats(workload: Workload, *, bin_s: float | None = None) -> dict[str
         if workload.conversation_id is None
         else len(set(workload.conversation_id.tolist())),
         "conversation_stats": conversation_stats(workload),
+        "failures": None if failures is None else failures.as_dict(),
         "timestamps": batching,
         "rate_over_time": rate_over_time(workload, bin_s),
-        "warnings": _warnings(workload, batching),
+        "warnings": _warnings(workload, batching, failures),
     }
     for key in ("records_read", "truncated", "clients", "clients_skipped", "skipped_clients"):
         if key in workload.meta:

@@ -74,4 +74,6 @@ def test_latency_command_prints_mae_percent() -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["ttft_mae_pct"] > 0 and report["e2e_mae_pct"] > 0
-    assert set(report["coefficients"]["e2e"]) >= {"out_tokens", "steps"}
+    assert report["tpot_mae_pct"] > 0 and report["slowdown_mae_pct"] > 0
+    assert report["length_predictor"] == "history"
+    assert set(report["coefficients"]["e2e"]) >= {"out_x_one", "steps"}

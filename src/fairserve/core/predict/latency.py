@@ -1,32 +1,41 @@
-"""Latency predictor: the TTFT and E2E a request would get if dispatched now to an instance.
+"""Latency predictor: what a request would see if dispatched now to an instance.
 
 Input is the instance's batch composition at dispatch (:class:`BatchState`):
-how many sequences decode and their KV context, how many prefill tokens are
-queued ahead, and the request's own prompt and predicted output. The model is
-physically motivated, linear in the terms of an engine step's cost (a step
-costs a fixed part, a part per prefill token, per decoding sequence and per
-KV token read) multiplied by how many steps the request waits through:
+how many sequences decode and their KV context, how many prefill tokens and
+requests are queued ahead, the output its requests are predicted to still
+produce, and the request's own prompt and predicted output.
 
-* TTFT ~ a*P + S*(b + c*D + d*K/1000), where P = queued prefill + prompt
-  tokens, S = the steps needed to prefill them beside D decodes with the
-  token budget, K = the decodes' context tokens;
-* E2E ~ TTFT terms + O*(e + f*(D+1) + g*(K + D*O/2 + prompt + O/2)/1000),
-  O the (predicted) output tokens: the decode steps, each reading a context
-  that grows as the batch generates.
+Two model versions, both linear in the terms of an engine step's cost
+(a fixed part, a part per prefill token, per decoding sequence and per KV
+token read) times the steps the request lives through, with non-negative
+coefficients of least mean absolute relative error (:func:`_nnls_relative`):
 
-Coefficients are non-negative (:func:`fit`: the least mean absolute relative
-error, so short and long requests count alike). The fitted model is
-a plain object with :meth:`LatencyModel.predict`; it does no I/O and reads no
-clock, so admission and routing can call it per decision. Training data come
-from simulator telemetry (``fairserve predictor latency``); saving and loading
-the model (JSON) is :mod:`fairserve.store.models`'s job.
+* :class:`BatchLatencyModel` (version 2, :func:`fit_batch_model`): TTFT, TPOT
+  (mean time per output token after the first), E2E and slowdown (E2E over
+  E2E on an idle engine), fitted on states that carry a length predictor's
+  *estimate* of the output, so its E2E is honest about that estimate
+  (:func:`design2` describes the terms);
+* :class:`LatencyModel` (version 1, :func:`fit`): TTFT and E2E only, fitted
+  on the true output length. Kept so saved version-1 files still serve:
+
+  - TTFT ~ a*P + S*(b + c*D + d*K/1000), where P = queued prefill + prompt
+    tokens, S = the steps needed to prefill them beside D decodes with the
+    token budget, K = the decodes' context tokens;
+  - E2E ~ TTFT terms + O*(e + f*(D+1) + g*(K + D*O/2 + prompt + O/2)/1000),
+    O the (predicted) output tokens.
+
+Fitted models are plain objects (``predict_state`` gives a
+:class:`LatencyPrediction`); they do no I/O and read no clock, so admission
+and routing can call them per decision. Training data come from simulator
+telemetry (``fairserve predictor latency``, :mod:`fairserve.sim.telemetry`);
+saving and loading (JSON) is :mod:`fairserve.store.models`'s job.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -45,9 +54,14 @@ class BatchState:
     queued_prefill_tokens: int
     prompt_tokens: int
     predicted_output_tokens: int
+    #: Requests queued at the instance (not yet in its batch).
+    num_waiting: int = 0
+    #: Output tokens the instance's other requests are predicted to still produce.
+    batch_remaining_tokens: int = 0
 
     def __post_init__(self) -> None:
-        for key in ("num_decodes", "decode_context_tokens", "queued_prefill_tokens"):
+        for key in ("num_decodes", "decode_context_tokens", "queued_prefill_tokens",
+                    "num_waiting", "batch_remaining_tokens"):  # fmt: skip
             if getattr(self, key) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
         if self.prompt_tokens < 1 or self.predicted_output_tokens < 1:
@@ -115,6 +129,15 @@ class LatencyModel:
                            prompt_tokens, max(1, predicted_output_tokens))  # fmt: skip
         return self.predict(state)
 
+    def predict_state(self, state: BatchState) -> LatencyPrediction:
+        """The version-2 interface from this model's two figures: TPOT spreads the
+        decode time over the output, slowdown divides by the idle engine's E2E."""
+        ttft, e2e = self.predict(state)
+        idle = BatchState(0, 0, 0, state.prompt_tokens, state.predicted_output_tokens)
+        alone = max(self.predict(idle)[1], 1e-9)
+        tpot = (e2e - ttft) / max(1, state.predicted_output_tokens - 1)
+        return LatencyPrediction(ttft, tpot, e2e, max(1.0, e2e / alone))
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LatencyModel:
         """Inverse of :meth:`as_dict` (a saved model); errors name the missing key."""
@@ -134,21 +157,24 @@ class LatencyModel:
         }
 
 
-def _nnls_relative(x: F64, y: F64, rounds: int = 15) -> tuple[float, ...]:
-    """Non-negative coefficients minimising the mean absolute relative error.
+def _nnls_relative(
+    x: F64, y: F64, rounds: int = 15, sample_weight: F64 | None = None
+) -> tuple[float, ...]:
+    """Non-negative coefficients minimising the (weighted) mean absolute relative error.
 
     Iteratively reweighted least squares: each round solves a weighted NNLS
     whose weights ``1 / (y |residual|)`` make squared error mimic absolute
     relative error (plain squared relative error would bias estimates low).
     """
     y = np.maximum(y, 1e-9)
-    weight = 1.0 / y**2  # round one: squared relative error
+    base = np.ones_like(y) if sample_weight is None else sample_weight
+    weight = base / y**2  # round one: squared relative error
     coef = np.zeros(x.shape[1])
     for _ in range(rounds):
         root = np.sqrt(weight)
         coef, _ = optimize.nnls(x * root[:, None], y * root, maxiter=50 * x.shape[1])
         rel = np.abs(x @ coef - y) / y
-        weight = 1.0 / (y**2 * np.maximum(rel, 1e-3))
+        weight = base / (y**2 * np.maximum(rel, 1e-3))
     return tuple(float(c) for c in coef)
 
 
@@ -218,3 +244,255 @@ def fit_and_score(
         e2e_median_ape_pct=float(100 * np.median(ape_e2e)),
     )
     return model, report
+
+
+# ---------------------------------------------------------------- version 2
+#: Version of :class:`BatchLatencyModel` (a saved file names it).
+MODEL_VERSION = 2
+
+TTFT2_TERMS = (
+    "prefill_tokens", "steps", "steps_x_decodes", "steps_x_kv_k",
+    "seat_turns", "seat_turns_x_decodes", "seat_turns_x_kv_k",
+)  # fmt: skip
+TPOT_TERMS = ("one", "batch", "context_k", "queued_prefill_per_out_k")
+E2E2_TERMS = (*TTFT2_TERMS, *(f"out_x_{t}" for t in TPOT_TERMS))
+
+
+def _columns(states: Sequence[BatchState]) -> F64:
+    return np.asarray(
+        [
+            (s.num_decodes, s.decode_context_tokens, s.queued_prefill_tokens, s.prompt_tokens,
+             s.predicted_output_tokens, s.num_waiting, s.batch_remaining_tokens)
+            for s in states
+        ],
+        dtype=np.float64,
+    ).reshape(-1, 7)  # fmt: skip
+
+
+def design2(states: Sequence[BatchState], token_budget: int) -> tuple[F64, F64, F64]:
+    """TTFT, TPOT and E2E design matrices of :class:`BatchLatencyModel` (columns as
+    ``TTFT2_TERMS``, ``TPOT_TERMS`` and ``E2E2_TERMS``).
+
+    * TTFT: the prefill steps (``S`` steps for the queued and own prefill beside
+      ``D`` decodes in the token budget) plus, when requests wait for a seat,
+      the turns of the batch until one frees (``W / D``: the requests queued
+      ahead over the seats; a turn lasts a typical answer's decode steps), each
+      step costing a fixed part, a part per decode and per KV token read.
+    * TPOT: one decode step of the batch it joins: fixed, per sequence
+      (``D + 1``), per KV token read (the batch's and its own context, grown by
+      half its estimated output), and the prefill chunks that share its steps
+      (the queued prefill ``Q`` per output token it will produce: a queue of
+      long prompts keeps every step of its decode full of prefill).
+    * E2E: the TTFT terms plus the estimated output ``O`` (less the first token)
+      times the TPOT terms; fitted on its own, so the coefficients absorb how
+      far the estimate is off on average.
+
+    The queue and the batch enter through physical quantities (steps, turns,
+    KV tokens), so a load heavier than the training one extrapolates along them.
+    """
+    c = _columns(states)
+    d, k, q, p, o, w = (c[:, i] for i in range(6))
+    steps = np.maximum(1.0, np.ceil((q + p) / np.maximum(token_budget - d, 1.0)))
+    turns = w / np.maximum(d, 1.0)
+    ttft = np.column_stack([q + p, steps, steps * d, steps * k / 1000.0,
+                            turns, turns * d, turns * k / 1000.0])  # fmt: skip
+    context = k + p + (d + 1.0) * o / 2.0
+    # Prefill tokens per step of its decode: at most what the budget leaves the decodes.
+    prefill = np.minimum(q / o, np.maximum(token_budget - d, 0.0))
+    tpot = np.column_stack([np.ones_like(d), d + 1.0, context / 1000.0, prefill / 1000.0])
+    e2e = np.column_stack([ttft, tpot * np.maximum(o - 1.0, 0.0)[:, None]])
+    return ttft, tpot, e2e
+
+
+ALONE_TERMS = ("prefill_tokens", "steps", "out_tokens", "out_x_context_k")
+
+
+def design_alone(states: Sequence[BatchState], token_budget: int) -> F64:
+    """Design of the latency *alone* (an idle engine): the prompt's prefill steps,
+    then the output's decode steps of one sequence reading its growing context."""
+    c = _columns(states)
+    p, o = c[:, 3], np.maximum(c[:, 4] - 1.0, 0.0)
+    steps = np.maximum(1.0, np.ceil(p / token_budget))
+    return np.column_stack([p, steps, o, o * (p + o / 2.0) / 1000.0])
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyPrediction:
+    """What a request dispatched into a given batch is predicted to see."""
+
+    ttft_s: float
+    tpot_s: float  # mean time per output token after the first
+    e2e_s: float
+    slowdown: float  # E2E in this batch over E2E alone, estimated output both ways
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLatencyModel:
+    """Version-2 latency model: TTFT, TPOT, E2E and slowdown from the batch at dispatch.
+
+    Fitted on states that carry the output length a *length predictor*
+    estimated (``length_predictor``, a registry spec such as ``history``), so
+    its E2E is honest about that estimate; a saved model names the predictor,
+    the token budget and the hardware it was fitted for, so it can be scored on
+    another workload the same way. Coefficients are seconds per term
+    (``TTFT2_TERMS``, ``TPOT_TERMS``, ``E2E2_TERMS``, ``ALONE_TERMS``).
+    Slowdown is ``(TTFT + (O-1) TPOT) / alone(O)``: the estimate's error
+    largely cancels in the ratio.
+    """
+
+    ttft_coef: tuple[float, ...]
+    tpot_coef: tuple[float, ...]
+    e2e_coef: tuple[float, ...]
+    alone_coef: tuple[float, ...]
+    token_budget: int
+    length_predictor: str = "history"
+    gpu: str = "H100-80GB"
+    model: str = "Llama-3.1-8B"
+
+    def __post_init__(self) -> None:
+        for name, coef, terms in self._groups():
+            if len(coef) != len(terms):
+                raise ValueError(f"latency model: {name} needs {len(terms)} coefficients")
+        if self.token_budget < 1:
+            raise ValueError(f"latency model: token_budget must be >= 1, got {self.token_budget}")
+
+    def _groups(self) -> tuple[tuple[str, tuple[float, ...], tuple[str, ...]], ...]:
+        return (("ttft", self.ttft_coef, TTFT2_TERMS), ("tpot", self.tpot_coef, TPOT_TERMS),
+                ("e2e", self.e2e_coef, E2E2_TERMS), ("alone", self.alone_coef, ALONE_TERMS))  # fmt: skip
+
+    def predict_many(self, states: Sequence[BatchState]) -> dict[str, F64]:
+        """Arrays ``ttft_s``, ``tpot_s``, ``e2e_s``, ``slowdown`` and ``alone_e2e_s``."""
+        x_ttft, x_tpot, x_e2e = design2(states, self.token_budget)
+        ttft = x_ttft @ np.asarray(self.ttft_coef)
+        tpot = x_tpot @ np.asarray(self.tpot_coef)
+        e2e = np.maximum(x_e2e @ np.asarray(self.e2e_coef), ttft)
+        alone = np.maximum(design_alone(states, self.token_budget) @ np.asarray(self.alone_coef),
+                           1e-9)  # fmt: skip
+        gaps = np.maximum(_columns(states)[:, 4] - 1.0, 0.0)
+        slowdown = np.maximum((ttft + gaps * tpot) / alone, 1.0)
+        return {"ttft_s": ttft, "tpot_s": tpot, "e2e_s": e2e, "slowdown": slowdown,
+                "alone_e2e_s": alone}  # fmt: skip
+
+    def predict_state(self, state: BatchState) -> LatencyPrediction:
+        """The prediction for one dispatch decision."""
+        out = self.predict_many([state])
+        return LatencyPrediction(float(out["ttft_s"][0]), float(out["tpot_s"][0]),
+                                 float(out["e2e_s"][0]), float(out["slowdown"][0]))  # fmt: skip
+
+    def as_dict(self) -> dict[str, object]:
+        """Coefficients by term name plus what scoring elsewhere needs (for JSON)."""
+        data: dict[str, object] = {"version": MODEL_VERSION}
+        for name, coef, terms in self._groups():
+            data[name] = dict(zip(terms, coef, strict=True))
+        data |= {"token_budget": self.token_budget, "length_predictor": self.length_predictor,
+                 "gpu": self.gpu, "model": self.model}  # fmt: skip
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BatchLatencyModel:
+        """Inverse of :meth:`as_dict`; an error names the missing or bad key."""
+        coef: dict[str, tuple[float, ...]] = {}
+        key = "?"
+        try:
+            for key, terms in (("ttft", TTFT2_TERMS), ("tpot", TPOT_TERMS),
+                               ("e2e", E2E2_TERMS), ("alone", ALONE_TERMS)):  # fmt: skip
+                coef[key] = tuple(float(data[key][t]) for t in terms)
+            key = "token_budget"
+            budget = int(data["token_budget"])
+            key = "length_predictor"
+            extra = {k: str(data[k]) for k in ("length_predictor", "gpu", "model") if k in data}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"latency model: missing or bad key {key!r} ({exc})") from None
+        return cls(coef["ttft"], coef["tpot"], coef["e2e"], coef["alone"], budget, **extra)
+
+
+@dataclass(frozen=True, slots=True)
+class LatencySamples:
+    """Training or scoring rows: states at dispatch (estimated outputs) and what followed."""
+
+    states: Sequence[BatchState]
+    output_tokens: npt.ArrayLike  # the true lengths: labels only
+    ttft_s: npt.ArrayLike
+    tpot_s: npt.ArrayLike  # NaN for one-token answers
+    e2e_s: npt.ArrayLike
+    alone_e2e_s: npt.ArrayLike
+    #: Extra (prompt, output) pairs with their E2E alone, e.g. a grid from the cost
+    #: model, so the alone fit also sees the tiny and huge requests a trace may hold.
+    alone_grid: tuple[Sequence[BatchState], npt.ArrayLike] | None = None
+
+
+def fit_batch_model(
+    samples: LatencySamples,
+    token_budget: int,
+    length_predictor: str = "history",
+    gpu: str = "H100-80GB",
+    model: str = "Llama-3.1-8B",
+) -> BatchLatencyModel:
+    """Fit every target by least mean absolute relative error, non-negative coefficients.
+
+    TTFT, TPOT and E2E are fitted on the states as dispatched (estimated
+    outputs); the alone model on the true lengths (its label is the cost of
+    the request alone, known exactly in the simulator).
+    """
+    states = list(samples.states)
+    if len(states) < len(E2E2_TERMS):
+        raise ValueError(f"need at least {len(E2E2_TERMS)} samples, got {len(states)}")
+    ttft, tpot, e2e, alone = (np.asarray(v, dtype=np.float64) for v in
+                              (samples.ttft_s, samples.tpot_s, samples.e2e_s, samples.alone_e2e_s))  # fmt: skip
+    if not len(states) == ttft.size == tpot.size == e2e.size == alone.size:
+        raise ValueError("samples: states and every label must have the same length")
+    x_ttft, x_tpot, x_e2e = design2(states, token_budget)
+    has_tpot = np.isfinite(tpot)
+    truth = [replace(s, predicted_output_tokens=max(1, int(o)))
+             for s, o in zip(states, np.asarray(samples.output_tokens).tolist(), strict=True)]  # fmt: skip
+    alone_weight = np.ones(len(truth))
+    if samples.alone_grid is not None and len(samples.alone_grid[0]):
+        grid = list(samples.alone_grid[0])
+        truth += grid
+        alone = np.concatenate([alone, np.asarray(samples.alone_grid[1], dtype=np.float64)])
+        # The grid counts as much as all the rows together: it holds the extremes.
+        alone_weight = np.concatenate([alone_weight, np.full(len(grid), len(states) / len(grid))])
+    return BatchLatencyModel(
+        _nnls_relative(x_ttft, ttft, sample_weight=_regime_weights(states)),
+        _nnls_relative(x_tpot[has_tpot], tpot[has_tpot]),
+        _nnls_relative(x_e2e, e2e),
+        _nnls_relative(design_alone(truth, token_budget), alone, sample_weight=alone_weight),
+        token_budget, length_predictor, gpu, model,
+    )  # fmt: skip
+
+
+def _regime_weights(states: Sequence[BatchState]) -> F64:
+    """Weights that give the three queue regimes (none waiting, a few, eight or more)
+    equal say in the TTFT fit. A swinging load spends most dispatches at an idle or
+    light engine; unweighted, the fit hardly sees a queue and underestimates TTFT
+    under heavy load (measured: 45.6% -> 38.9% MAE at twice the training load)."""
+    waiting = _columns(states)[:, 5]
+    weight = np.ones_like(waiting)
+    regimes = [waiting == 0, (waiting > 0) & (waiting < 8), waiting >= 8]
+    present = sum(1 for mask in regimes if mask.any())
+    for mask in regimes:
+        if mask.any():
+            weight[mask] = waiting.size / (present * mask.sum())
+    return weight
+
+
+#: The targets :func:`score` reports, with the label each is measured against.
+TARGETS = ("ttft_s", "tpot_s", "e2e_s", "slowdown")
+
+
+def score(model: BatchLatencyModel, samples: LatencySamples) -> dict[str, float]:
+    """Mean absolute % error of each target (``ttft``, ``tpot``, ``e2e``, ``slowdown``)
+    and the median for each (``*_median``), over ``samples``."""
+    pred = model.predict_many(list(samples.states))
+    e2e = np.asarray(samples.e2e_s, dtype=np.float64)
+    truth = {"ttft_s": np.asarray(samples.ttft_s, dtype=np.float64),
+             "tpot_s": np.asarray(samples.tpot_s, dtype=np.float64), "e2e_s": e2e,
+             "slowdown": e2e / np.asarray(samples.alone_e2e_s, dtype=np.float64)}  # fmt: skip
+    out: dict[str, float] = {}
+    for target in TARGETS:
+        keep = np.isfinite(truth[target])
+        ape = np.abs(pred[target][keep] - truth[target][keep]) / truth[target][keep]
+        name = target.removesuffix("_s")
+        out[f"{name}_mae_pct"] = float(100 * ape.mean()) if ape.size else math.nan
+        out[f"{name}_median_ape_pct"] = float(100 * np.median(ape)) if ape.size else math.nan
+    return out

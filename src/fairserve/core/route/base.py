@@ -50,6 +50,18 @@ class BatchView(Protocol):
         """Prefill tokens still to compute at the instance (queued and in progress)."""
 
 
+class PrefixView(Protocol):
+    """An instance that can say how much of a prompt's prefix it holds, by KV tier (the
+    simulator's engines can; a gateway's backends need not, and cache-aware routers then
+    see no match)."""
+
+    def prefix_match(
+        self, hashes: tuple[int, ...], block_tokens: int, now: float
+    ) -> tuple[int, int, int]:
+        """Prompt tokens of the prefix ``hashes`` names (``block_tokens`` a hash) held
+        on the GPU, in the CPU tier and in the tiers below, as of ``now``."""
+
+
 class Router(Protocol):
     """Chooses one of ``candidates`` (all have room) for ``req``; returns its position there."""
 

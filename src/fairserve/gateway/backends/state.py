@@ -22,7 +22,9 @@ estimates:
   flight counts as running;
 - the time per output token of its streams (``itl_s``, smoothed), from
   which SLO-driven concurrency sets ``tpot_limit``, the batch that meets the
-  tightest TPOT objective in force (docs/gateway.md);
+  tightest TPOT objective in force (docs/gateway.md); with a latency model
+  configured, also the TPOT it predicts for the batch with one more request
+  (``predicted_tpot_s``);
 - the batch composition (``BatchView``, read by the ``slo-aware`` router and
   ``slo`` admission): a request in flight counts as decoding from its first
   streamed token, with a KV context of its prompt plus the tokens streamed so
@@ -36,6 +38,7 @@ from __future__ import annotations
 import math
 
 from fairserve.core.model import Request
+from fairserve.core.predict.latency import BatchLatencyModel, BatchState
 from fairserve.gateway.backends.engine_metrics import EngineFigures
 from fairserve.gateway.config import BackendConfig
 
@@ -151,25 +154,54 @@ class BackendState:
         self.tpot_held = False
         self.tpot_limit = min(limit, float(self.config.max_concurrency))
 
-    def tpot_allows(self, reserve_seqs: int, objective: bool) -> bool:
+    def tpot_allows(
+        self,
+        reserve_seqs: int,
+        objective: bool,
+        objective_s: float | None = None,
+        model: BatchLatencyModel | None = None,
+    ) -> bool:
         """Whether one more request fits the TPOT batch limit.
 
         A request without an objective leaves ``reserve_seqs`` of the limit
         free; one with an objective may use them, and always has that many
         seats of its own: when the limit has just come down below the batch
         the others hold (running requests are not taken back), its requests
-        do not wait for that batch to drain.
+        do not wait for that batch to drain. With a latency ``model`` and the
+        objective in force (``objective_s``), the batch must also be predicted
+        to meet it with the request (and the free seats) added: the limit then
+        holds before the measured time per token overshoots, not after.
         """
+        if self.inflight == 0:
+            return True
+        if objective and self.inflight_objective < reserve_seqs:
+            return True
+        extra = 1 if objective else 1 + reserve_seqs
         limit = self.tpot_limit
-        if limit is None or self.inflight == 0:
-            return True
-        if objective:
-            if self.inflight + 1 <= limit or self.inflight_objective < reserve_seqs:
-                return True
-        elif self.inflight + 1 + reserve_seqs <= limit:
-            return True
-        self.tpot_held = True  # the limit binds: it may grow while the objective is met
-        return False
+        fits = limit is None or self.inflight + extra <= limit
+        if fits and model is not None and objective_s is not None:
+            fits = self.predicted_tpot_s(model, extra) <= objective_s
+        if not fits:
+            self.tpot_held = True  # the limit binds: it may grow while the objective is met
+        return fits
+
+    def predicted_tpot_s(self, model: BatchLatencyModel, extra_seqs: int = 1) -> float:
+        """The TPOT ``model`` predicts here once ``extra_seqs`` more requests of the
+        in-flight mean size join: every request in flight then decodes, its prompt
+        and the tokens streamed so far its KV context."""
+        n = len(self.loads)
+        prompts = sum(load.prompt_tokens for load in self.loads)
+        mean_prompt = prompts / n if n else 1.0
+        mean_output = (self.inflight_predicted_tokens - prompts) / n if n else 1.0
+        context = self.decode_context_tokens + self.queued_prefill_tokens
+        state = BatchState(
+            num_decodes=n + extra_seqs - 1,
+            decode_context_tokens=round(context + (extra_seqs - 1) * mean_prompt),
+            queued_prefill_tokens=0,
+            prompt_tokens=max(1, round(mean_prompt)),
+            predicted_output_tokens=max(1, round(mean_output)),
+        )
+        return model.predict_state(state).tpot_s
 
     def observe_engine(self, figures: EngineFigures) -> None:
         """Fresh figures from the engine's /metrics: they replace the estimate."""

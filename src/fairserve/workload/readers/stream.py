@@ -23,7 +23,7 @@ class TraceStream:
     """An iterator of :class:`Request` with running counts.
 
     ``skipped_rows`` (with ``skip_bad_rows``) and ``failed_rows`` (BurstGPT rows
-    with 0 response tokens, left out of the stream) grow as chunks are read.
+    with 0 response tokens, kept as requests that fail) grow as chunks are read.
     """
 
     def __init__(
@@ -93,7 +93,7 @@ class TraceStream:
             self.skipped_rows += chunk.skipped_rows if self.fmt not in ("burstgpt", "azure") else 0
             self.failed_rows += chunk.n_failed
             yield from chunk.request_batches(start_id=next_id)
-            next_id += len(chunk) - chunk.n_failed
+            next_id += len(chunk)
 
 
 def stream_trace(
