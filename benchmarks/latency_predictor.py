@@ -17,6 +17,11 @@ estimates, as it was used before. Writes benchmarks/results/latency_predictor.js
 from __future__ import annotations
 
 import json
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +66,7 @@ def v1_e2e_mae(train: Telemetry, tel: Telemetry) -> float:
 
 
 def main() -> None:
+    start = time.perf_counter()
     fitted = {}
     trains = {}
     for lengths in ("history", "none"):
@@ -83,6 +89,10 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "command": "python benchmarks/latency_predictor.py" + "".join(f" {a}" for a in sys.argv[1:]),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "wall_s": round(time.perf_counter() - start, 1),
         "train": {"load": f"swinging {TRAIN[0]}-{TRAIN[1]} req/s, 4 tenants", "rows": N_REQUESTS,
                   "length_predictor": "history", "gpu": "H100-80GB", "model": "Llama-3.1-8B"},
         "coefficients": fitted["history"].as_dict(),
