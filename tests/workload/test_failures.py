@@ -111,5 +111,8 @@ def test_trace_stats_reports_failures_that_rise_with_load(tmp_path: Path) -> Non
     stats = json.loads(result.stdout)
     assert stats["failures"]["rises_with_load"] is True
     assert any("failures rise with load" in w for w in stats["warnings"])
+    # Output means leave the failed rows' 0 tokens out, per tenant too.
+    assert stats["output_tokens"]["mean"] == 40.0
+    assert all(t["output_tokens_mean"] == 40.0 for t in stats["per_tenant"].values())
     human = CliRunner().invoke(app, ["trace", "stats", str(path)])
     assert human.exit_code == 0 and "they rise with load" in human.output

@@ -6,7 +6,8 @@ Definitions, so that numbers can be checked independently:
   * ``interarrival_cv``: standard deviation (population, ``ddof=0``) of the
     gaps divided by their mean.
   * percentiles: numpy's default linear interpolation.
-  * ``output_tokens`` statistics leave out rows flagged failed (0 tokens).
+  * ``output_tokens`` statistics (and each tenant's ``output_tokens_mean``)
+    leave out rows flagged failed (0 tokens in a trace).
   * ``prefix_reuse_ratio``: of all prefix blocks in arrival order, the share
     whose hash already appeared in an earlier block (a prefix-cache upper
     bound with infinite cache).
@@ -200,13 +201,16 @@ def compute_stats(workload: Workload, *, bin_s: float | None = None) -> dict[str
             continue
         rows = codes == code
         t_arr = workload.arrival_s[rows]
+        served = rows if workload.failed is None else rows & ~workload.failed
         per_tenant[name] = {
             "requests": count,
             "share": count / n,
             "rate_per_s": _rate(t_arr),
             "interarrival_cv": _clean(interarrival_cv(t_arr)),
             "prompt_tokens_mean": float(workload.prompt_tokens[rows].mean()),
-            "output_tokens_mean": float(workload.output_tokens[rows].mean()),
+            "output_tokens_mean": _clean(float(workload.output_tokens[served].mean()))
+            if served.any()
+            else None,
         }
     out: dict[str, Any] = {
         "source": workload.meta.get("source"),
