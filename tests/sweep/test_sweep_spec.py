@@ -152,3 +152,23 @@ def test_new_deployment_keys_reach_the_cell_and_keep_old_ids(tmp_path: Path) -> 
     )
     assert config.reference
     assert str(config.admission) == f"slo:model={tmp_path / 'latency.json'},slack=0.5"
+
+
+def test_kv_tiers_expert_parallelism_and_quantum_reach_the_cell(tmp_path: Path) -> None:
+    from fairserve.experiments.sweep.run import _cell_workload, _sim_config
+
+    base = {"workloads": [{"synthetic": {"requests": 20}}], "policies": ["fifo"]}
+    plain = plan_cells(parse_sweep_spec(base), tmp_path)[0]
+    keys = {"cpu_kv_cache_gb": 100.0, "service_quantum_tokens": 128, "expert_parallel": True,
+            "model": "Mixtral-8x7B", "tp": 2}  # fmt: skip
+    cell = plan_cells(parse_sweep_spec({**base, "deployment": keys}), tmp_path)[0]
+    assert cell.id != plain.id and "cpu_kv_cache_gb" not in plain.definition["deployment"]
+    config = _sim_config(
+        cell.definition, _cell_workload(cell.definition), cell.definition["policy"]
+    )
+    (instance,) = config.instances
+    assert instance.expert_parallel and instance.engine.cpu_kv_cache_gb == 100.0
+    assert instance.engine.service_quantum_tokens == 128
+    bad = parse_sweep_spec({**base, "deployment": {"remote_kv_cache_gb": 10.0}})
+    with pytest.raises(SweepSpecError, match="remote_kv_cache_gb needs cpu_kv_cache_gb"):
+        run_sweep(bad, tmp_path / "bad", use_ray=False)

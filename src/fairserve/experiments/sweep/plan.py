@@ -28,6 +28,16 @@ CELL_FORMAT_VERSION = 2
 # Deployment keys added in version 2: in a cell's definition only when set, so
 # a spec that leaves them out has the same definition as before.
 _OPTIONAL_DEPLOYMENT = ("profile", "admission", "reference")
+_OFF_UNLESS_SET = (
+    "expert_parallel",
+    "max_tenant_prefill_tokens",
+    "service_quantum_tokens",
+    "cpu_kv_cache_gb",
+    "cpu_kv_bandwidth_gb_s",
+    "remote_kv_cache_gb",
+    "remote_kv_bandwidth_gb_s",
+    "remote_kv_latency_s",
+)
 
 
 @dataclass(frozen=True)
@@ -95,6 +105,9 @@ def _workload_definition(w: WorkloadEntry, base_dir: Path) -> dict[str, Any]:
 def _deployment_definition(d: Deployment, base_dir: Path) -> dict[str, Any]:
     """The deployment as the CLI's options (paths resolved against the spec's folder)."""
     out = d.model_dump(exclude=set(_OPTIONAL_DEPLOYMENT))
+    for key in _OFF_UNLESS_SET:  # left out at their defaults: older cells keep their ids
+        if not out[key]:
+            del out[key]
     if d.profile is not None:
         out["profile"] = str(_resolve(d.profile, base_dir, "deployment.profile"))
     if d.admission is not None:

@@ -116,6 +116,7 @@ def _check_components(spec: SweepSpec, base_dir: Path) -> None:
     from fairserve.core.policies import POLICIES
     from fairserve.core.predict import PREDICTORS
     from fairserve.core.route import ADMISSION, ROUTERS
+    from fairserve.sim.config import engine_config_from
     from fairserve.sim.cost import UnknownProfileError
     from fairserve.sim.run import InstanceSpec
 
@@ -135,7 +136,10 @@ def _check_components(spec: SweepSpec, base_dir: Path) -> None:
     if profile is not None and not profile.is_absolute():
         profile = base_dir / profile
     try:
-        InstanceSpec(d.gpu, d.model, d.tp, d.instances, profile=profile).cost_model()
+        instance = InstanceSpec(d.gpu, d.model, d.tp, d.instances, profile=profile,
+                                expert_parallel=d.expert_parallel)  # fmt: skip
+        instance.cost_model()
+        engine_config_from(d.model_dump())  # the engine keys' own checks (KV tiers)
     except (ValueError, UnknownProfileError) as exc:
         raise SweepSpecError(f"deployment: {exc}") from None
 

@@ -172,6 +172,15 @@ class Deployment(_Model):
     profile: str | None = None
     admission: Component | None = None
     reference: bool = False
+    # Off unless set (a cell's id changes only when one is).
+    expert_parallel: bool = False
+    max_tenant_prefill_tokens: int | None = Field(default=None, ge=1)
+    service_quantum_tokens: int | None = Field(default=None, ge=1)
+    cpu_kv_cache_gb: float | None = Field(default=None, gt=0)
+    cpu_kv_bandwidth_gb_s: float | None = Field(default=None, gt=0)
+    remote_kv_cache_gb: float | None = Field(default=None, gt=0)
+    remote_kv_bandwidth_gb_s: float | None = Field(default=None, gt=0)
+    remote_kv_latency_s: float | None = Field(default=None, ge=0)
 
 
 def _no_predictor() -> list[Component | None]:
