@@ -72,7 +72,9 @@ def main() -> None:
     for lengths in ("history", "none"):
         train = dispatch_telemetry(swing(0), lengths)
         trains[lengths] = train
-        fitted[lengths] = fit_batch_model(train.samples(), train.token_budget, lengths)
+        fitted[lengths] = fit_batch_model(
+            train.samples(), train.token_budget, lengths, max_num_seqs=train.max_num_seqs
+        )
     rows = []
     for name, reqs in workloads().items():
         row: dict[str, object] = {"workload": name}

@@ -260,7 +260,7 @@ def latency_command(
     test = _telemetry(_swing(requests, seed + 1, min_rate, max_rate, tenants),
                       length_predictor, gpu, model)  # fmt: skip
     fitted = fit_batch_model(train.samples(), train.token_budget, train.length_predictor,
-                             gpu, model)  # fmt: skip
+                             gpu, model, train.max_num_seqs)  # fmt: skip
     scores = score(fitted, test.samples())
     if out is not None:
         from fairserve.store import save_latency_model

@@ -227,6 +227,8 @@ class Telemetry:
     length_predictor: str
     #: (states, E2E alone) over a grid of prompt and output lengths (the cost model's).
     alone_grid: tuple[list[BatchState], np.ndarray] | None = None
+    #: The engine's seats (``EngineConfig.max_num_seqs``), which the latency model keeps.
+    max_num_seqs: int = 256
 
     @property
     def slowdown(self) -> np.ndarray:
@@ -288,7 +290,8 @@ def dispatch_telemetry(
     reqs = [replace(r, predicted_output_tokens=None) for r in requests]
     cluster = Cluster([probe], RoundRobinRouter(), FifoPolicy(), ENGINE_QUEUE, predictor=predictor)
     loop.run(reqs, cluster)
-    return _rows(probe, records, cost, config.max_num_batched_tokens, str(spec))
+    tel = _rows(probe, records, cost, config.max_num_batched_tokens, str(spec))
+    return replace(tel, max_num_seqs=config.max_num_seqs)
 
 
 def _rows(

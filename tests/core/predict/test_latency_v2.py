@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -18,11 +19,11 @@ from fairserve.core.predict.latency import (
     BatchLatencyModel,
     BatchState,
     LatencySamples,
-    design2,
     design_alone,
     fit_batch_model,
     mae_percent,
     score,
+    seat_wait_steps,
 )
 from fairserve.core.route import ROUTERS
 from fairserve.core.route.latency import SloAdmission, remaining_output_tokens
@@ -56,9 +57,9 @@ def random_states(n: int, seed: int = 0) -> list[BatchState]:
 
 def test_fit_recovers_known_coefficients() -> None:
     states = random_states(600)
-    x_ttft, x_tpot, x_e2e = design2(states, 8192)
-    ttft, tpot, e2e = (x @ np.asarray(c) for x, c in
-                       ((x_ttft, TRUE.ttft_coef), (x_tpot, TRUE.tpot_coef), (x_e2e, TRUE.e2e_coef)))  # fmt: skip
+    truth = TRUE.predict_many(states)  # some of these states wait for a seat (d + w > 255)
+    assert (seat_wait_steps(states, TRUE.max_num_seqs) > 0).sum() > 30
+    ttft, tpot, e2e = truth["ttft_s"], truth["tpot_s"], truth["e2e_s"]
     alone = design_alone(states, 8192) @ np.asarray(TRUE.alone_coef)
     outputs = [s.predicted_output_tokens for s in states]
     fitted = fit_batch_model(LatencySamples(states, outputs, ttft, tpot, e2e, alone), 8192)
@@ -170,3 +171,16 @@ def test_router_and_admission_use_tpot() -> None:
     assert admission.reason(req, [quiet], 0) is None
     why = admission.reason(req, [crowded], 0)
     assert why is not None and "predicted TPOT" in why and admission.rejected == 1
+
+
+def test_the_wait_for_a_seat_counts_only_when_the_batch_is_full() -> None:
+    free = BatchState(200, 200_000, 0, 500, 100, num_waiting=40)  # 56 seats free
+    full = BatchState(256, 256_000, 0, 500, 100, num_waiting=40)
+    steps = seat_wait_steps([free, full], 256)
+    assert steps[0] == 0.0
+    assert steps[1] == pytest.approx(41 * 100 / 256)  # 41 seats to free at 256 per 100 steps
+    pred = TRUE.predict_many([full])
+    unlimited = dataclasses.replace(TRUE, max_num_seqs=10_000).predict_many([full])
+    wait_s = steps[1] * pred["tpot_s"][0]  # each step of the wait costs one of the batch
+    assert pred["ttft_s"][0] == pytest.approx(unlimited["ttft_s"][0] + wait_s)
+    assert pred["e2e_s"][0] == pytest.approx(unlimited["e2e_s"][0] + wait_s)

@@ -316,6 +316,24 @@ def design_alone(states: Sequence[BatchState], token_budget: int) -> F64:
     return np.column_stack([p, steps, o, o * (p + o / 2.0) / 1000.0])
 
 
+def seat_wait_steps(states: Sequence[BatchState], max_num_seqs: int) -> F64:
+    """Decode steps a request waits for a seat: none while the batch has one free.
+
+    With ``D`` running and ``max_num_seqs`` seats, a request behind ``W`` queued
+    ones needs ``W + 1 - (max_num_seqs - D)`` seats to free. A full batch frees
+    seats at its completion rate, ``D`` per typical answer's length (Little's
+    law; the request's own estimate ``O`` stands for that length: what is left
+    of the running answers, ``R``, is biased low, since the answers still
+    running are the long ones), so the wait is ``ahead x O / D`` decode steps.
+    Each costs one decode step of the batch (the TPOT model's), which is how
+    the wait extrapolates to queues longer than any in the training data.
+    """
+    c = _columns(states)
+    d, o, w = c[:, 0], c[:, 4], c[:, 5]
+    ahead = np.maximum(0.0, w + 1.0 - np.maximum(max_num_seqs - d, 0.0))
+    return np.asarray(ahead * o / np.maximum(d, 1.0), dtype=np.float64)
+
+
 @dataclass(frozen=True, slots=True)
 class LatencyPrediction:
     """What a request dispatched into a given batch is predicted to see."""
@@ -348,6 +366,8 @@ class BatchLatencyModel:
     length_predictor: str = "history"
     gpu: str = "H100-80GB"
     model: str = "Llama-3.1-8B"
+    #: The engine's seats (``max_num_seqs``): a request waits for one only when all are taken.
+    max_num_seqs: int = 256
 
     def __post_init__(self) -> None:
         for name, coef, terms in self._groups():
@@ -355,6 +375,8 @@ class BatchLatencyModel:
                 raise ValueError(f"latency model: {name} needs {len(terms)} coefficients")
         if self.token_budget < 1:
             raise ValueError(f"latency model: token_budget must be >= 1, got {self.token_budget}")
+        if self.max_num_seqs < 1:
+            raise ValueError(f"latency model: max_num_seqs must be >= 1, got {self.max_num_seqs}")
 
     def _groups(self) -> tuple[tuple[str, tuple[float, ...], tuple[str, ...]], ...]:
         return (("ttft", self.ttft_coef, TTFT2_TERMS), ("tpot", self.tpot_coef, TPOT_TERMS),
@@ -363,9 +385,10 @@ class BatchLatencyModel:
     def predict_many(self, states: Sequence[BatchState]) -> dict[str, F64]:
         """Arrays ``ttft_s``, ``tpot_s``, ``e2e_s``, ``slowdown`` and ``alone_e2e_s``."""
         x_ttft, x_tpot, x_e2e = design2(states, self.token_budget)
-        ttft = x_ttft @ np.asarray(self.ttft_coef)
         tpot = x_tpot @ np.asarray(self.tpot_coef)
-        e2e = np.maximum(x_e2e @ np.asarray(self.e2e_coef), ttft)
+        seat_s = seat_wait_steps(states, self.max_num_seqs) * tpot
+        ttft = x_ttft @ np.asarray(self.ttft_coef) + seat_s
+        e2e = np.maximum(x_e2e @ np.asarray(self.e2e_coef) + seat_s, ttft)
         alone = np.maximum(design_alone(states, self.token_budget) @ np.asarray(self.alone_coef),
                            1e-9)  # fmt: skip
         gaps = np.maximum(_columns(states)[:, 4] - 1.0, 0.0)
@@ -385,7 +408,7 @@ class BatchLatencyModel:
         for name, coef, terms in self._groups():
             data[name] = dict(zip(terms, coef, strict=True))
         data |= {"token_budget": self.token_budget, "length_predictor": self.length_predictor,
-                 "gpu": self.gpu, "model": self.model}  # fmt: skip
+                 "gpu": self.gpu, "model": self.model, "max_num_seqs": self.max_num_seqs}  # fmt: skip
         return data
 
     @classmethod
@@ -401,9 +424,12 @@ class BatchLatencyModel:
             budget = int(data["token_budget"])
             key = "length_predictor"
             extra = {k: str(data[k]) for k in ("length_predictor", "gpu", "model") if k in data}
+            key = "max_num_seqs"
+            seats = int(data.get("max_num_seqs", 256))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"latency model: missing or bad key {key!r} ({exc})") from None
-        return cls(coef["ttft"], coef["tpot"], coef["e2e"], coef["alone"], budget, **extra)
+        return cls(coef["ttft"], coef["tpot"], coef["e2e"], coef["alone"], budget, **extra,
+                   max_num_seqs=seats)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,12 +453,15 @@ def fit_batch_model(
     length_predictor: str = "history",
     gpu: str = "H100-80GB",
     model: str = "Llama-3.1-8B",
+    max_num_seqs: int = 256,
 ) -> BatchLatencyModel:
     """Fit every target by least mean absolute relative error, non-negative coefficients.
 
     TTFT, TPOT and E2E are fitted on the states as dispatched (estimated
     outputs); the alone model on the true lengths (its label is the cost of
-    the request alone, known exactly in the simulator).
+    the request alone, known exactly in the simulator). TPOT first: the wait
+    for a seat (:func:`seat_wait_steps` decode steps of the batch, each the
+    fitted TPOT) is a fixed part of TTFT and E2E, fitted around.
     """
     states = list(samples.states)
     if len(states) < len(E2E2_TERMS):
@@ -452,13 +481,27 @@ def fit_batch_model(
         alone = np.concatenate([alone, np.asarray(samples.alone_grid[1], dtype=np.float64)])
         # The grid counts as much as all the rows together: it holds the extremes.
         alone_weight = np.concatenate([alone_weight, np.full(len(grid), len(states) / len(grid))])
+    tpot_coef = _nnls_relative(x_tpot[has_tpot], tpot[has_tpot])
+    seat_s = seat_wait_steps(states, max_num_seqs) * (x_tpot @ np.asarray(tpot_coef))
     return BatchLatencyModel(
-        _nnls_relative(x_ttft, ttft, sample_weight=_regime_weights(states)),
-        _nnls_relative(x_tpot[has_tpot], tpot[has_tpot]),
-        _nnls_relative(x_e2e, e2e),
+        _nnls_around(x_ttft, ttft, seat_s, _regime_weights(states)),
+        tpot_coef,
+        _nnls_around(x_e2e, e2e, seat_s, np.ones_like(e2e)),
         _nnls_relative(design_alone(truth, token_budget), alone, sample_weight=alone_weight),
-        token_budget, length_predictor, gpu, model,
+        token_budget, length_predictor, gpu, model, max_num_seqs,
     )  # fmt: skip
+
+
+def _nnls_around(x: F64, y: F64, known: F64, weight: F64) -> tuple[float, ...]:
+    """:func:`_nnls_relative` of ``x @ coef + known ~ y``: the part ``known`` is fixed.
+
+    The relative error ``|x c + known - y| / y`` is that of the rest,
+    ``|x c - (y - known)| / (y - known)``, scaled by ``(y - known) / y``; a row
+    whose known part already exceeds it keeps a small floor.
+    """
+    y = np.maximum(y, 1e-9)
+    rest = np.maximum(y - known, 1e-3 * y)
+    return _nnls_relative(x, rest, sample_weight=weight * rest / y)
 
 
 def _regime_weights(states: Sequence[BatchState]) -> F64:
