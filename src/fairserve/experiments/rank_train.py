@@ -389,7 +389,4 @@ def gap_setup(gap: SjfGap, predictor: ComponentSpec | None) -> tuple[Workload, S
     """The workload and deployment of an :class:`~fairserve.experiments.studies.SjfGap`
     study (Gamma arrivals at its load, the policy as the engine's own queue) with
     ``predictor``: what training and the held-out comparison run on."""
-    # SjfGap keeps these helpers private; reading them here keeps studies.py untouched.
-    rate = gap.load * gap._capacity()
-    config = SimConfig(instances=gap._instances(), placement="engine", predictor=predictor)
-    return gap._workload(rate, gap.seed), config
+    return gap.setup(predictor=predictor)

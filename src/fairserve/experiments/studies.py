@@ -184,6 +184,19 @@ class SjfGap:
         )
         return float(result.records.completed.sum() / result.records.finish_s.max())
 
+    def setup(
+        self, policy: ComponentSpec | None = None, predictor: ComponentSpec | None = None
+    ) -> tuple[Workload, SimConfig]:
+        """The study's workload (Gamma arrivals at ``load`` x the capacity) and its
+        deployment: ``policy`` (fifo by default) as the engine's own queue."""
+        config = SimConfig(
+            instances=self._instances(),
+            policy=policy if policy is not None else ComponentSpec("fifo", {}),
+            placement="engine",
+            predictor=predictor,
+        )
+        return self._workload(self.load * self._capacity(), self.seed), config
+
     def mean_e2e_s(
         self,
         policy: str,
@@ -194,14 +207,11 @@ class SjfGap:
         """Mean E2E of the workload under ``policy`` with ``predictor``."""
         import numpy as np
 
-        rate = self.load * self._capacity()
-        config = SimConfig(
-            instances=self._instances(),
-            policy=ComponentSpec(policy, policy_params or {}),
-            placement="engine",
-            predictor=None if predictor is None else ComponentSpec(predictor, params or {}),
+        workload, config = self.setup(
+            ComponentSpec(policy, policy_params or {}),
+            None if predictor is None else ComponentSpec(predictor, params or {}),
         )
-        result = simulate(self._workload(rate, self.seed).requests(), config)
+        result = simulate(workload.requests(), config)
         return float(np.mean(result.records.e2e_s))
 
     def bound_mean_e2e_s(self) -> float:
