@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from fairserve.core.model import Request
 from fairserve.core.policies import POLICIES
 from fairserve.core.predict.latency import E2E_TERMS, TTFT_TERMS, BatchLatencyModel, LatencyModel
 from fairserve.core.route import ROUTERS
@@ -15,7 +14,7 @@ from fairserve.gateway.backends.state import BackendState
 from fairserve.gateway.dispatch import Scheduler, TicketState
 from fairserve.gateway.tenants import Tenants
 from fairserve.store import save_latency_model
-from tests.gateway.helpers import gateway_config
+from tests.gateway.helpers import LightBesideFlood, gateway_config
 
 # TPOT = 10 ms + 1 ms per sequence in the batch (and nothing per KV token or prefill).
 MODEL = BatchLatencyModel(
@@ -34,25 +33,16 @@ def test_predicted_tpot_grows_with_the_batch() -> None:
 def test_the_model_holds_the_batch_before_the_measured_itl_overshoots(tmp_path: Path) -> None:
     path = save_latency_model(MODEL, tmp_path / "latency.json")
     # Objective 20 ms: the model allows batches of up to 10 (10 ms + 10 x 1 ms).
-    cfg = gateway_config(["http://127.0.0.1:1"], tenants={
-        "light": {"api_key": "sk-a", "slo": {"tpot_s": 0.02}}, "heavy": {"api_key": "sk-b"},
-    }, backends=[{"url": "http://127.0.0.1:1", "max_concurrency": 64}],
-       dispatch={"slo_tpot_model": str(path), "slo_reserve_seqs": 2})  # fmt: skip
-    tenants = Tenants(cfg, 0.0)
-    light, heavy = tenants.by_name["light"], tenants.by_name["heavy"]
-    backend = BackendState(0, cfg.backends[0])
+    setup = LightBesideFlood(0.02, {"slo_tpot_model": str(path), "slo_reserve_seqs": 2})
+    light, backend = setup.light, setup.backend
 
     async def run() -> None:
-        scheduler = Scheduler(POLICIES.build("fifo"), ROUTERS.build("least-tokens"), [backend],
-                              lambda: 0.0, tenants=[light, heavy], config=cfg.dispatch)  # fmt: skip
-        light.active = 1  # the objective is in force
-        flood = [scheduler.submit(Request(i, 0.0, 10, 10, tenant="heavy"), heavy, 60.0)
-                 for i in range(12)]  # fmt: skip
+        scheduler, flood = setup.flood()
         # No time per token measured yet (no ITL limit): the model alone holds the
         # flood to 8, leaving the 2 reserved seats of the 10 the objective allows.
         assert backend.tpot_limit is None
         assert [t.state for t in flood].count(TicketState.ASSIGNED) == 8
-        ticket = scheduler.submit(Request(100, 0.0, 10, 10, tenant="light"), light, 60.0)
+        ticket = setup.submit(scheduler, 100, light)
         assert ticket.state is TicketState.ASSIGNED and backend.inflight == 9
 
     asyncio.run(run())

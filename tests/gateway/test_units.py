@@ -25,7 +25,7 @@ from fairserve.metrics.records import RequestRecords
 from fairserve.sim.config import EngineConfig
 from fairserve.sim.cost import cost_model
 from fairserve.sim.stepper import StepEngine
-from tests.gateway.helpers import KEY_A, KEY_B, gateway_config
+from tests.gateway.helpers import KEY_A, KEY_B, LightBesideFlood, gateway_config
 
 
 def test_prompt_estimate_and_parse() -> None:
@@ -271,25 +271,16 @@ def test_a_request_with_an_objective_goes_past_a_head_held_for_its_seats() -> No
     """fifo puts the flood's requests first; once the TPOT limit holds them back (they
     must leave the reserved seats free), the light tenant's request behind them still
     takes a reserved seat at once, and the flood's go only as the limit allows."""
-    cfg = gateway_config(["http://127.0.0.1:1"], tenants={
-        "light": {"api_key": "sk-a", "slo": {"tpot_s": 0.03}}, "heavy": {"api_key": "sk-b"},
-    }, backends=[{"url": "http://127.0.0.1:1", "max_concurrency": 64}])  # fmt: skip
-    tenants = Tenants(cfg, 0.0)
-    light, heavy = tenants.by_name["light"], tenants.by_name["heavy"]
-    backend = BackendState(0, cfg.backends[0])
+    setup = LightBesideFlood(tpot_s=0.03)
+    light, heavy, backend = setup.light, setup.heavy, setup.backend
 
     async def run() -> None:
-        scheduler = Scheduler(POLICIES.build("fifo"), ROUTERS.build("least-tokens"), [backend],
-                              lambda: 0.0, tenants=[light, heavy], config=cfg.dispatch)  # fmt: skip
-        light.active = 1  # the objective is in force
-        flood = [scheduler.submit(Request(i, 0.0, 10, 10, tenant="heavy"), heavy, 60.0)
-                 for i in range(12)]  # fmt: skip
+        scheduler, flood = setup.flood()
         assert all(t.state is TicketState.ASSIGNED for t in flood[:12])  # no limit yet
         backend.observe_itl(0.050, 0.0, objective_s=0.03)  # too slow: limit 0.8 x 12
         assert backend.tpot_limit == pytest.approx(9.6)
-        held = [scheduler.submit(Request(100 + i, 0.0, 10, 10, tenant="heavy"), heavy, 60.0)
-                for i in range(3)]  # fmt: skip
-        ticket = scheduler.submit(Request(200, 0.0, 10, 10, tenant="light"), light, 60.0)
+        held = [setup.submit(scheduler, 100 + i, heavy) for i in range(3)]
+        ticket = setup.submit(scheduler, 200, light)
         assert [t.state for t in held] == [TicketState.QUEUED] * 3
         assert ticket.state is TicketState.ASSIGNED and backend.inflight_objective == 1
         assert scheduler.queued == 3 and light.queued == 0 and heavy.queued == 3
