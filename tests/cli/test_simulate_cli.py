@@ -107,25 +107,48 @@ def test_unknown_gpu_lists_known_ones() -> None:
     assert "unknown GPU 'Z80'" in proc.stderr and "H100-80GB" in proc.stderr
 
 
-def test_calibrate_then_simulate_with_the_profile(tmp_path: Path) -> None:
+# Every decode row reads 1200 tokens per sequence: per-sequence and KV costs act alike;
+# every prefill row is one sequence: its per-prefill cost and the eager launches too.
+SLOW_ENGINE_FIX = "layer_overhead_s,per_seq_overhead_s,prefill_seq_overhead_s"
+
+
+def slow_engine_steps(tmp_path: Path) -> Path:
+    """Steps of a slow engine: about three times the shipped H100 profile's step times."""
     steps = tmp_path / "steps.csv"
     rows = ["prefill_tokens,decode_seqs,kv_tokens,step_time_s"]
     for b in range(1, 200, 7):
-        # A slow engine: about three times the shipped H100 profile's step times.
         rows.append(f"0,{b},{b * 1200},{3 * (0.0085 + b * 0.00004):.6f}")
         rows.append(f"{b * 40},0,{b * 40},{3 * (0.012 + b * 40 * 0.00002):.6f}")
     steps.write_text("\n".join(rows) + "\n")
+    return steps
+
+
+def test_calibrate_then_simulate_with_the_profile(tmp_path: Path) -> None:
+    steps = slow_engine_steps(tmp_path)
     profile = tmp_path / "prof.yaml"
-    # Every decode row reads 1200 tokens per sequence: per-sequence and KV costs act alike;
-    # every prefill row is one sequence: its per-prefill cost and the eager launches too.
-    fix = "layer_overhead_s,per_seq_overhead_s,prefill_seq_overhead_s"
-    proc = fairserve("calibrate", str(steps), "--fix", fix, "--out", str(profile))
+    proc = fairserve("calibrate", str(steps), "--fix", SLOW_ENGINE_FIX, "--out", str(profile))
     assert proc.returncode == 0, proc.stderr
     assert profile.is_file() and "efficiency" in profile.read_text()
     slow = simulate_json("--requests", "50", "--profile", str(profile))
     default = simulate_json("--requests", "50")
     # The measured steps are slower than the shipped factors predict.
     assert slow["e2e_s"]["mean"] > default["e2e_s"]["mean"]
+
+
+def test_calibrate_loss_is_chosen_by_name(tmp_path: Path) -> None:
+    base = ("calibrate", str(slow_engine_steps(tmp_path)), "--fix", SLOW_ENGINE_FIX, "--json")
+    out = {}
+    for loss in ("robust", "squares"):
+        proc = fairserve(*base, "--loss", loss, "--out", str(tmp_path / f"{loss}.yaml"))
+        assert proc.returncode == 0, proc.stderr
+        fitted = json.loads(proc.stdout)
+        assert fitted["loss"] == loss
+        out[loss] = fitted["efficiency"]
+        assert "loss: " + loss in (tmp_path / f"{loss}.yaml").read_text()
+    assert out["robust"] != out["squares"]
+    proc = fairserve(*base, "--loss", "l1", "--out", str(tmp_path / "x.yaml"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].endswith("allowed: robust, squares")
 
 
 def test_compare_runs_every_combination_on_the_same_workload() -> None:

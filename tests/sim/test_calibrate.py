@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fairserve.sim.calibrate import StepFileError, fit, read_steps
+from fairserve.sim.calibrate import Loss, StepFileError, errors, fit, read_steps
 from fairserve.sim.cost import CostModel, Efficiency
 
 
@@ -49,6 +49,27 @@ def test_fit_recovers_the_factors_that_made_the_steps(tmp_path: Path) -> None:
     assert result.mape_after < 0.02 < result.mape_before
     # tp = 1 everywhere: the all-reduce terms cannot matter and are held, not guessed.
     assert result.held["allreduce_latency_s"] == "no row depends on it"
+
+
+def test_the_robust_loss_is_not_pulled_by_a_few_outlying_steps(tmp_path: Path) -> None:
+    truth = Efficiency(mfu=0.42, mbu=0.66, step_overhead_s=0.0012, kv_mbu=0.5)
+    measured = CostModel.from_names("H100-80GB", "Llama-3.1-8B", 1, truth)
+    path = tmp_path / "steps.csv"
+    write_steps(path, measured, np.random.default_rng(5), noise=0.01)
+    steps = read_steps(path)
+    # One step in twenty taken at 2.5x its time (a host hiccup, a kernel switch).
+    spoiled = steps.step_time_s.copy()
+    spoiled[::20] *= 2.5
+    bad = type(steps)(**{**steps.__dict__, "step_time_s": spoiled})
+    base = CostModel.from_names("H100-80GB", "Llama-3.1-8B")
+    fits = {loss: fit(base, bad, ("layer_overhead_s",), loss) for loss in Loss}
+    clean_error = {
+        loss: errors(base, f.model.efficiency, steps)["mape"] for loss, f in fits.items()
+    }
+    # Against the clean steps, the robust fit stays within a few percent; least
+    # squares spreads the outliers over every factor.
+    assert clean_error[Loss.ROBUST] < 2.0 < clean_error[Loss.SQUARES]
+    assert fits[Loss.ROBUST].model.efficiency.mfu == pytest.approx(truth.mfu, rel=0.05)
 
 
 def test_missing_column_is_named(tmp_path: Path) -> None:

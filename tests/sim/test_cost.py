@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -12,15 +13,22 @@ from fairserve.sim.cost import (
     CostModel,
     DecodeLine,
     Efficiency,
+    Link,
     UnknownProfileError,
     allreduce_hops,
     cost_model,
+    default_efficiency,
+    derived_efficiency,
+    gpu_spec,
     graph_batch,
     known_gpus,
     known_models,
     load_profile,
+    model_spec,
     write_profile,
 )
+
+LLAMA_70B = model_spec("Llama-2-70B")
 
 
 def test_ships_the_required_gpus_and_models() -> None:
@@ -186,6 +194,37 @@ def test_profile_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
     )
     with pytest.raises(UnknownProfileError, match="not H100-80GB"):
         cost_model("H100-80GB", "Qwen2.5-1.5B", 1, profile=path)
+
+
+def test_unmeasured_gpus_take_the_a100_fit_with_the_hop_latency_scaled_by_clock() -> None:
+    a100 = default_efficiency("A100-80GB")
+    for name in ("H100-80GB", "H200"):
+        derived = default_efficiency(name)
+        assert derived.allreduce_latency_s == pytest.approx(a100.allreduce_latency_s * 1410 / 1980)
+        same = {k: v for k, v in vars_of(derived).items() if k != "allreduce_latency_s"}
+        assert same == {k: v for k, v in vars_of(a100).items() if k != "allreduce_latency_s"}
+    # The L4's all-reduces cross PCIe, not NVLink: no figure to scale the latency by.
+    assert gpu_spec("L4").link is Link.PCIE
+    assert default_efficiency("L4") == a100
+
+
+def test_a_derived_profile_shrinks_only_the_latency_bound_part_of_a_tp_decode() -> None:
+    a100, h100 = gpu_spec("A100-80GB"), gpu_spec("H100-80GB")
+    fitted = default_efficiency("A100-80GB")
+    derived = derived_efficiency(fitted, a100, h100)
+
+    # Same link, faster clock: every hop quicker. One GPU: nothing to scale.
+    def decode_s(tp: int, eff: Efficiency) -> float:
+        return CostModel(h100, LLAMA_70B, tp, eff).step_time_s(0, 1, 576, 576, 1, 0)
+
+    assert decode_s(8, derived) < decode_s(8, fitted)
+    assert decode_s(1, derived) == decode_s(1, fitted)
+    # A GPU without a clock figure keeps the fitted factors.
+    assert derived_efficiency(fitted, a100, replace(h100, boost_clock_mhz=None)) == fitted
+
+
+def vars_of(eff: Efficiency) -> dict[str, float]:
+    return {k: getattr(eff, k) for k in Efficiency.__dataclass_fields__}
 
 
 def test_a_profile_from_before_the_per_layer_terms_still_loads(tmp_path) -> None:  # type: ignore[no-untyped-def]

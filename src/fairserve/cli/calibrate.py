@@ -47,19 +47,28 @@ def calibrate_cmd(
     fix: Annotated[
         str, Opt(help="Factors to hold at their shipped values (comma-separated; '' for none).")
     ] = DEFAULT_FIX,
+    loss: Annotated[
+        str,
+        Opt(
+            help="How each step's error counts: robust (soft L1, the default: a few "
+            "outlying steps pull the factors less) or squares (least squares)."
+        ),
+    ] = "robust",
     out: Annotated[Path, Opt(help="Profile file to write.")] = Path("profile.yaml"),
     as_json: Annotated[bool, Opt("--json", help="Print the fit as JSON.")] = False,
 ) -> None:
     """Fit the cost model's efficiency factors to measured step times; write a profile."""
-    from fairserve.sim.calibrate import StepFileError, UnidentifiableError, fit, read_steps
+    from fairserve.sim.calibrate import Loss, StepFileError, UnidentifiableError, fit, read_steps
     from fairserve.sim.cost import cost_model, write_profile
 
+    if loss not in {m.value for m in Loss}:
+        raise fail(f"--loss: unknown loss {loss!r}; allowed: {', '.join(m.value for m in Loss)}")
     try:
         if model_config is not None:
             model = str(model_config)
         base = cost_model(gpu, model, tp)
         table = read_steps(steps, tp)
-        result = fit(base, table, _fixed(fix))
+        result = fit(base, table, _fixed(fix), Loss(loss))
     except (UnknownProfileError, StepFileError, UnidentifiableError, ValueError) as exc:
         raise fail(str(exc)) from exc
     write_profile(out, result.model, result.fit_dict(), source=str(steps))

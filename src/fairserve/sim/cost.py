@@ -41,7 +41,8 @@ on it.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -57,6 +58,13 @@ class UnknownProfileError(ValueError):
     """A GPU, model or profile that fairserve has no figures for."""
 
 
+class Link(StrEnum):
+    """The kind of link tensor-parallel all-reduces cross between GPUs."""
+
+    NVLINK = "nvlink"
+    PCIE = "pcie"
+
+
 @dataclass(frozen=True, slots=True)
 class GPUSpec:
     """Public spec figures of one GPU."""
@@ -66,6 +74,9 @@ class GPUSpec:
     peak_bf16_tflops: float
     hbm_bandwidth_gb_s: float
     interconnect_gb_s: float
+    # The SM boost clock; None where the datasheet gives none.
+    boost_clock_mhz: float | None = None
+    link: Link = Link.NVLINK
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,12 +241,37 @@ def _model_table() -> dict[str, dict[str, Any]]:
 @cache
 def default_efficiency(gpu: str | None = None) -> Efficiency:
     """The shipped efficiency factors of profiles/efficiency.yaml: the GPU's own
-    (fitted on measurements) when it has an entry, else the uncalibrated defaults."""
+    (fitted on measurements) when it has an entry, else, for a GPU of
+    gpus.yaml, the fitted GPU's factors carried over (``derived_efficiency``),
+    else the uncalibrated defaults."""
     data = yaml.safe_load(_profile_text("efficiency.yaml"))
     per_gpu = {k.lower(): v for k, v in (data.get("gpus") or {}).items()}
-    if gpu is not None and gpu.lower() in per_gpu:
+    if gpu is None:
+        return Efficiency(**data["default"])
+    if gpu.lower() in per_gpu:
         return Efficiency(**{**data["default"], **per_gpu[gpu.lower()]})
-    return Efficiency(**data["default"])
+    source = data.get("derive_from")
+    known = {k.lower() for k in _gpu_table()}
+    if source is None or source.lower() not in per_gpu or gpu.lower() not in known:
+        return Efficiency(**data["default"])
+    fitted = Efficiency(**{**data["default"], **per_gpu[source.lower()]})
+    return derived_efficiency(fitted, gpu_spec(source), gpu_spec(gpu))
+
+
+def derived_efficiency(fitted: Efficiency, source: GPUSpec, target: GPUSpec) -> Efficiency:
+    """Factors for ``target`` from factors fitted on ``source`` (docs/simulator.md,
+    "Profiles of other GPUs").
+
+    Fractions of a datasheet peak and host-side times carry over as they are.
+    The all-reduce hop latency is GPU-side work (the collective's kernels
+    polling flags over the link), so between GPUs on the same kind of link it
+    scales with the SM clock, ``source / target`` boost clock; across kinds of
+    link there is no figure to scale it by, and it is kept.
+    """
+    s_clock, t_clock = source.boost_clock_mhz, target.boost_clock_mhz
+    if source.link is not target.link or s_clock is None or t_clock is None:
+        return fitted
+    return replace(fitted, allreduce_latency_s=fitted.allreduce_latency_s * s_clock / t_clock)
 
 
 def known_gpus() -> list[str]:
@@ -257,7 +293,8 @@ def _lookup(table: dict[str, dict[str, Any]], name: str, kind: str) -> dict[str,
 
 def gpu_spec(name: str) -> GPUSpec:
     """The spec of a GPU by name (case-insensitive); a clear error lists the known ones."""
-    return GPUSpec(**_lookup(_gpu_table(), name, "GPU"))
+    row = _lookup(_gpu_table(), name, "GPU")
+    return GPUSpec(**{**row, "link": Link(row.get("link", Link.NVLINK.value))})
 
 
 def model_spec(name: str) -> ModelSpec:
