@@ -95,7 +95,10 @@ def test_error_cases(gateway: tuple[str, Gateway]) -> None:
     batch = _post(url, {"model": MODEL, "prompt": ["a", "b"]}, path="/v1/completions")
     assert _error(batch, 400)["param"] == "prompt"
     long_prompt = {**GOOD, "messages": [{"role": "user", "content": "word " * 200}]}
-    assert _error(_post(url, long_prompt), 400)["code"] == "prompt_too_long"
+    too_long = _error(_post(url, long_prompt), 400)
+    assert (too_long["code"], too_long["param"]) == ("prompt_too_long", "messages")
+    long_completion = _post(url, {"model": MODEL, "prompt": "word " * 200}, path="/v1/completions")
+    assert _error(long_completion, 400)["param"] == "prompt"
     assert _error(_post(url, {**GOOD, "model": "gpt-9"}), 404)["code"] == "model_not_found"
     huge = {**GOOD, "max_tokens": 10**6}  # passes the gateway, the engine refuses: passed on
     assert _error(_post(url, huge), 400)["code"] == "context_length_exceeded"

@@ -187,6 +187,33 @@ def test_slow_body_is_408(served: Proc) -> None:
     assert status == 408 and body["error"]["code"] == "request_timeout"
 
 
+def _rejected(proc: Proc, status: int) -> float:
+    text = httpx.get(proc.url + "/metrics").text
+    for line in text.splitlines():
+        if line.startswith(f'fairserve_requests_total{{outcome="rejected_{status}",tenant="a"}}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_client_gone_before_its_body_is_counted_not_an_error(served: Proc) -> None:
+    before = _rejected(served, 499)
+    for expect in (False, True):  # a plain partial body; an Expect: 100-continue left unsent
+        with contextlib.closing(_connect(served)) as sock:
+            headers = {"authorization": f"Bearer {KEY_A}", "content-length": "1000"}
+            if expect:
+                headers["expect"] = "100-continue"
+            sock.sendall(_head("/v1/completions", headers))
+            if not expect:
+                sock.sendall(b'{"model": ')
+            time.sleep(0.2)
+    deadline = time.monotonic() + 5
+    while _rejected(served, 499) < before + 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # Answered (to no one) as a 499 and counted, instead of an exception out of the app.
+    assert _rejected(served, 499) == before + 2
+    assert httpx.get(served.url + "/healthz").status_code == 200
+
+
 def test_connection_cap(served: Proc) -> None:
     idle = [_connect(served) for _ in range(int(LIMITS["max_connections"]))]
     try:

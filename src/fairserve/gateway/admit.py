@@ -23,7 +23,7 @@ from fairserve.gateway.dispatch import Scheduler
 from fairserve.gateway.errors import APIError
 from fairserve.gateway.flight import Flight
 from fairserve.gateway.ledger import Ledger
-from fairserve.gateway.protocol import ParsedRequest
+from fairserve.gateway.protocol import Endpoint, ParsedRequest
 from fairserve.gateway.shared import MemoryState, SharedState, StateUnavailable
 from fairserve.gateway.shared.memory import take_local
 from fairserve.gateway.tenants import Tenants, TenantState, rate_limited
@@ -62,7 +62,10 @@ class Admitter:
         try:
             state.check_available()
             queued = state.queued(tenant)
-            self.tenants.check_request(tenant, parsed.prompt_tokens, max_tokens, queued)
+            prompt_param = "messages" if parsed.endpoint is Endpoint.CHAT else "prompt"
+            self.tenants.check_request(
+                tenant, parsed.prompt_tokens, max_tokens, queued, prompt_param
+            )
             req = self._request(tenant, parsed, max_tokens, now)
             self._refuse_if_predicted_late(req)
             cost_tokens = parsed.prompt_tokens + max_tokens

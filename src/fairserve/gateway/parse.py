@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from starlette.requests import ClientDisconnect
 from starlette.requests import Request as HTTPRequest
 
 from fairserve.gateway.config import EdgeLimitsConfig
@@ -42,7 +43,8 @@ def body_too_large(max_body_bytes: int) -> APIError:
 
 
 async def read_body(request: HTTPRequest, limits: EdgeLimitsConfig) -> bytes:
-    """The body, read a chunk at a time; 413 at the first byte over the cap, 408 if too slow."""
+    """The body, read a chunk at a time; 413 at the first byte over the cap, 408 if too
+    slow, 499 (nginx's "client closed request", answered to no one) if the client left."""
     cap = limits.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > cap:
@@ -59,6 +61,9 @@ async def read_body(request: HTTPRequest, limits: EdgeLimitsConfig) -> bytes:
     except TimeoutError:
         raise APIError(408, f"the request body did not arrive within {limits.body_timeout_s:g} s",
                        code="request_timeout", headers=CLOSE) from None  # fmt: skip
+    except ClientDisconnect:
+        raise APIError(499, "the client closed the connection before its body arrived",
+                       code="client_closed", headers=CLOSE) from None  # fmt: skip
     return b"".join(chunks)
 
 

@@ -160,11 +160,16 @@ class Tenants:
 
     @staticmethod
     def check_request(
-        tenant: TenantState, prompt_tokens: int, max_tokens: int, queued: int
+        tenant: TenantState,
+        prompt_tokens: int,
+        max_tokens: int,
+        queued: int,
+        prompt_param: str = "messages",
     ) -> None:
         """The limits that do not depend on rates: prompt size, request size, queue cap.
 
         ``queued``: the tenant's requests queued (over the fleet, with shared state).
+        ``prompt_param``: the body field that holds the prompt, named by a 400.
         """
         limits = tenant.limits
         if limits.max_prompt_tokens is not None and prompt_tokens > limits.max_prompt_tokens:
@@ -172,7 +177,7 @@ class Tenants:
                 400,
                 f"The prompt has about {prompt_tokens} tokens; tenant {tenant.name!r} allows at "
                 f"most {limits.max_prompt_tokens}.",
-                param="messages",
+                param=prompt_param,
                 code="prompt_too_long",
             )
         if limits.max_queued is not None and queued >= limits.max_queued:
