@@ -278,6 +278,35 @@ def test_azure_2024_zone_suffix_and_bad_timestamp(tmp_path: Path) -> None:
         load_trace(bad)
 
 
+def test_azure_iso_8601_forms_and_zones(tmp_path: Path) -> None:
+    rows = [
+        "2024-05-10T00:00:00Z",  # T separator, Zulu
+        "2024-05-10T00:00:01.5z",
+        "2024-05-10 02:00:02.25+02:00",  # another zone: 00:00:02.25 UTC
+        "2024-05-10 00:00:03+0000",  # offset without a colon
+        "2024-05-10 00:00:04",  # whole seconds, no zone
+    ]
+    path = write(tmp_path / "az.csv", AZURE_HEADER + "".join(f"{r},5,6\n" for r in rows))
+    assert load_trace(path).arrival_s == pytest.approx([0.0, 1.5, 2.25, 3.0, 4.0])
+
+
+def test_a_byte_order_mark_before_the_header_is_not_part_of_it(tmp_path: Path) -> None:
+    body = AZURE_HEADER + "2023-11-16 18:15:46.68,374,44\r\n2023-11-16 18:15:47.68,10,1\r\n"
+    path = tmp_path / "az.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + body.encode())  # as spreadsheet exports write
+    assert detect_format(path) == "azure"
+    assert load_trace(path).prompt_tokens.tolist() == [374, 10]
+    # A bad row is still named by its line (the slow path reads the mark too).
+    path.write_bytes(b"\xef\xbb\xbf" + (body + "2023-11-16 18:15:48,x,1\r\n").encode())
+    with pytest.raises(TraceError, match=r"az\.csv:4: column 'ContextTokens'"):
+        load_trace(path)
+    row = {"timestamp": 0, "input_length": 600, "output_length": 5, "hash_ids": [1, 2]}
+    jsonl = tmp_path / "m.jsonl"
+    jsonl.write_bytes(b"\xef\xbb\xbf" + (json.dumps(row) + "\n").encode() * 2)
+    assert detect_format(jsonl) == "mooncake"
+    assert load_trace(jsonl).prompt_tokens.tolist() == [600, 600]
+
+
 # ---------------------------------------------------------------- Mooncake
 
 

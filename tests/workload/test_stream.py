@@ -56,3 +56,11 @@ def test_stream_azure_times_are_relative_to_the_first_row(tmp_path: Path) -> Non
     path = write(tmp_path / "az.csv", AZURE_HEADER + rows)
     got = list(stream_trace(path, batch_bytes=100))
     assert [r.arrival_s for r in got] == pytest.approx([float(i) for i in range(40)])
+
+
+def test_stream_reads_past_a_byte_order_mark(tmp_path: Path) -> None:
+    path = tmp_path / "az.csv"
+    rows = "".join(f"2023-11-16 18:15:{i:02d}.5,{10 + i},3\n" for i in range(40))
+    path.write_bytes(b"\xef\xbb\xbf" + (AZURE_HEADER + rows).encode())
+    streamed = list(stream_trace(path, batch_bytes=256))
+    assert [r.prompt_tokens for r in streamed] == list(range(10, 50))

@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from fairserve.workload.base import TraceError, Workload
+from fairserve.workload.readers._table import UTF8_BOM
 
 FORMATS = ("burstgpt", "azure", "mooncake", "servegen", "sharegpt", "csv", "jsonl", "parquet")
 
 
 def _csv_header(path: Path) -> list[str]:
-    with path.open(newline="", encoding="utf-8", errors="replace") as fh:
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
         for row in csv.reader(fh):
             if row:
                 return [name.strip() for name in row]
@@ -35,6 +36,7 @@ def _csv_header(path: Path) -> list[str]:
 def _first_json_line(path: Path) -> Any:
     with path.open("rb") as fh:
         for raw in fh:
+            raw = raw.removeprefix(UTF8_BOM)
             if raw.strip():
                 try:
                     return json.loads(raw)

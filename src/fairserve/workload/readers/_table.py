@@ -23,6 +23,8 @@ import polars as pl
 
 from fairserve.workload.base import TraceError
 
+# A UTF-8 byte-order mark, as spreadsheet exports write before the header.
+UTF8_BOM = b"\xef\xbb\xbf"
 Kind = Literal["float", "int", "str", "bool", "hashes", "datetime"]
 TableFormat = Literal["csv", "jsonl", "parquet"]
 
@@ -121,7 +123,7 @@ def read_table(
 # ---------------------------------------------------------------- fast path
 def _available_columns(path: Path, fmt: TableFormat) -> set[str]:
     if fmt == "csv":
-        with path.open(newline="", encoding="utf-8", errors="replace") as fh:
+        with path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
             for row in csv.reader(fh):
                 if row:
                     return {name.strip() for name in row}
@@ -232,9 +234,9 @@ def _csv_records(
     path: Path, data: bytes | None = None, line_offset: int = 0
 ) -> Iterator[tuple[int, Any]]:
     opened = (
-        path.open(newline="", encoding="utf-8", errors="strict")
+        path.open(newline="", encoding="utf-8-sig", errors="strict")
         if data is None
-        else io.TextIOWrapper(io.BytesIO(data), newline="", encoding="utf-8", errors="strict")
+        else io.TextIOWrapper(io.BytesIO(data), newline="", encoding="utf-8-sig", errors="strict")
     )
     with opened as fh:
         reader = csv.reader(fh)
@@ -261,6 +263,8 @@ def _jsonl_records(path: Path, limit: int | None = None) -> Iterator[tuple[int, 
     with path.open("rb") as fh:
         seen = 0
         for line_no, raw in enumerate(fh, start=1):
+            if line_no == 1:
+                raw = raw.removeprefix(UTF8_BOM)
             if not raw.strip():
                 continue
             try:
@@ -371,19 +375,18 @@ def _convert(c: Column, value: Any) -> Any:
 
 
 def _datetime_s(col: pl.Expr) -> pl.Expr:
-    """Seconds since the epoch (float) of an ISO-like date-time string, null if unparsable.
+    """Seconds since the epoch (float) of an ISO-8601 date-time string, null if unparsable.
 
     Azure 2023 writes 7 fractional digits without a zone; the 2024 traces add
-    ``+00:00``. Both forms, and whole seconds, are accepted.
+    ``+00:00``. Either separator (space or ``T``), whole or fractional seconds,
+    and a zone as ``Z``, ``+hh:mm`` or ``+hhmm`` (converted to UTC) are accepted.
     """
-    text = col.str.strip_chars()
+    text = col.str.strip_chars().str.replace(r"[zZ]$", "+00:00").str.replace("T", " ", literal=True)
     parsed = pl.coalesce(
         text.str.to_datetime(
-            "%Y-%m-%d %H:%M:%S%.f%:z", strict=False, time_unit="us"
+            "%Y-%m-%d %H:%M:%S%.f%z", strict=False, time_unit="us"
         ).dt.replace_time_zone(None),
         text.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", strict=False, time_unit="us"),
-        text.str.to_datetime("%Y-%m-%d %H:%M:%S", strict=False, time_unit="us"),
-        text.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False, time_unit="us"),
     )
     return (parsed.dt.epoch("us").cast(pl.Float64) / 1e6).alias(
         col.meta.output_name(raise_if_undetermined=False) or "t"

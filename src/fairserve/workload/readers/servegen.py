@@ -73,7 +73,7 @@ class _Histogram:
 def _read_windows(path: Path, skip_bad_rows: bool) -> tuple[list[_Window], int]:
     windows: list[_Window] = []
     skipped = 0
-    with path.open(newline="", encoding="utf-8") as fh:
+    with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         for row in reader:
             if not row:
