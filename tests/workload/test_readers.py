@@ -278,6 +278,18 @@ def test_azure_2024_zone_suffix_and_bad_timestamp(tmp_path: Path) -> None:
         load_trace(bad)
 
 
+def test_azure_rows_that_generated_nothing_are_failed_requests(tmp_path: Path) -> None:
+    rows = "2024-05-10 00:00:00,100,0\n2024-05-10 00:00:01,100,5\n2024-05-10 00:00:02,80,0\n"
+    path = write(tmp_path / "az.csv", AZURE_HEADER + rows)
+    wl = load_trace(path)
+    assert wl.failed.tolist() == [True, False, True] and wl.meta["failed_rows"] == 2
+    assert len(load_trace(path, drop_failed=True)) == 1
+    # A prompt of no tokens is still malformed.
+    bad = write(tmp_path / "bad.csv", AZURE_HEADER + "2024-05-10 00:00:00,0,5\n")
+    with pytest.raises(TraceError, match=r"bad\.csv:2: column 'ContextTokens'"):
+        load_trace(bad)
+
+
 def test_azure_iso_8601_forms_and_zones(tmp_path: Path) -> None:
     rows = [
         "2024-05-10T00:00:00Z",  # T separator, Zulu

@@ -229,6 +229,8 @@ class Telemetry:
     alone_grid: tuple[list[BatchState], np.ndarray] | None = None
     #: The engine's seats (``EngineConfig.max_num_seqs``), which the latency model keeps.
     max_num_seqs: int = 256
+    #: Each row's ``Request.id`` (to join a row with its request's tenant, text, ...).
+    request_ids: np.ndarray | None = None
 
     @property
     def slowdown(self) -> np.ndarray:
@@ -320,8 +322,9 @@ def _rows(
     gaps = (out_a - 1).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         tpot = np.where(gaps > 0, (e2e_a - ttft_a) / gaps, np.nan)
+    ids = arrays.request_id[done]
     return Telemetry(states, out_a, ttft_a, tpot, e2e_a, np.asarray(alone), budget, predictor,
-                     (grid, grid_s))  # fmt: skip
+                     (grid, grid_s), request_ids=ids)  # fmt: skip
 
 
 def latency_telemetry(

@@ -22,8 +22,8 @@ from fairserve.workload.readers import _table, azure, burstgpt, detect_format, g
 class TraceStream:
     """An iterator of :class:`Request` with running counts.
 
-    ``skipped_rows`` (with ``skip_bad_rows``) and ``failed_rows`` (BurstGPT rows
-    with 0 response tokens, kept as requests that fail) grow as chunks are read.
+    ``skipped_rows`` (with ``skip_bad_rows``) and ``failed_rows`` (BurstGPT and
+    Azure rows with 0 output tokens, kept as requests that fail) grow as chunks are read.
     """
 
     def __init__(
