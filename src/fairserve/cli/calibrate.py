@@ -11,7 +11,14 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from fairserve.cli.options import fail
+from fairserve.cli.options import (
+    StepsFile,
+    StepsGpu,
+    StepsModel,
+    StepsModelConfig,
+    StepsTp,
+    fail,
+)
 from fairserve.sim.cost import UnknownProfileError
 
 __all__ = ["calibrate_cmd", "register"]
@@ -28,22 +35,11 @@ def _fixed(text: str) -> tuple[str, ...]:
 
 
 def calibrate_cmd(
-    steps: Annotated[
-        Path,
-        typer.Argument(
-            help="CSV of steps (prefill_tokens,prefill_seqs,decode_seqs,kv_tokens,step_time_s"
-            "[,tp]) or of requests (prompt,batch,out,prefill_s,tbt_s[,tp])"
-        ),
-    ],
-    model: Annotated[str, Opt(help="Model the steps were measured on.")] = "Llama-3.1-8B",
-    model_config: Annotated[
-        Path | None,
-        Opt(
-            help="A Hugging Face config.json of a model not in the catalogue (instead of --model)."
-        ),
-    ] = None,
-    gpu: Annotated[str, Opt(help="GPU the steps were measured on.")] = "H100-80GB",
-    tp: Annotated[int, Opt(help="Tensor-parallel degree of rows without a tp column.")] = 1,
+    steps: StepsFile,
+    model: StepsModel = "Llama-3.1-8B",
+    model_config: StepsModelConfig = None,
+    gpu: StepsGpu = "H100-80GB",
+    tp: StepsTp = 1,
     fix: Annotated[
         str, Opt(help="Factors to hold at their shipped values (comma-separated; '' for none).")
     ] = DEFAULT_FIX,

@@ -11,7 +11,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fairserve.cli.options import fail
+from fairserve.cli.options import (
+    StepsFile,
+    StepsGpu,
+    StepsModel,
+    StepsModelConfig,
+    StepsTp,
+    fail,
+)
 from fairserve.sim.cost import UnknownProfileError
 
 __all__ = ["check_cmd", "cost_app", "register"]
@@ -23,22 +30,11 @@ cost_app = typer.Typer(no_args_is_help=True)
 
 @cost_app.command("check")
 def check_cmd(
-    steps: Annotated[
-        Path,
-        typer.Argument(
-            help="CSV of steps (prefill_tokens,prefill_seqs,decode_seqs,kv_tokens,step_time_s"
-            "[,tp]) or of requests (prompt,batch,out,prefill_s,tbt_s[,tp])"
-        ),
-    ],
-    model: Annotated[str, Opt(help="Model the steps were measured on.")] = "Llama-3.1-8B",
-    model_config: Annotated[
-        Path | None,
-        Opt(
-            help="A Hugging Face config.json of a model not in the catalogue (instead of --model)."
-        ),
-    ] = None,
-    gpu: Annotated[str, Opt(help="GPU the steps were measured on.")] = "H100-80GB",
-    tp: Annotated[int, Opt(help="Tensor-parallel degree of rows without a tp column.")] = 1,
+    steps: StepsFile,
+    model: StepsModel = "Llama-3.1-8B",
+    model_config: StepsModelConfig = None,
+    gpu: StepsGpu = "H100-80GB",
+    tp: StepsTp = 1,
     profile: Annotated[
         Path | None, Opt(help="Profile file from `fairserve calibrate` (default: shipped).")
     ] = None,

@@ -30,6 +30,22 @@ Opt = typer.Option
 err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
+# The arguments of the commands that read measured steps (calibrate, cost check).
+StepsFile = Annotated[
+    Path,
+    typer.Argument(
+        help="CSV of steps (prefill_tokens,prefill_seqs,decode_seqs,kv_tokens,step_time_s"
+        "[,tp]) or of requests (prompt,batch,out,prefill_s,tbt_s[,tp])"
+    ),
+]
+StepsModel = Annotated[str, Opt(help="Model the steps were measured on.")]
+StepsModelConfig = Annotated[
+    Path | None,
+    Opt(help="A Hugging Face config.json of a model not in the catalogue (instead of --model)."),
+]
+StepsGpu = Annotated[str, Opt(help="GPU the steps were measured on.")]
+StepsTp = Annotated[int, Opt(help="Tensor-parallel degree of rows without a tp column.")]
+
 # name, type, option, default
 _OPTIONS: list[tuple[str, Any, Any, Any]] = [
     ("trace", Path | None, Opt(help="Trace file (generic CSV/JSONL/Parquet or a known format)."), None),
