@@ -214,6 +214,8 @@ def test_compare_lists_continue_a_component_after_a_comma() -> None:
         (["--router", "prefix-affinity:imbalance=0.5"], "error: router prefix-affinity:imbalance=0.5: "),
         (["--policies", "vtc:=1"], "error: 'vtc:=1': expected"),
         (["--admission", "slo:model=/nonexistent/model.json"], "error: admission slo:model="),
+        (["--admission", "slo:slack=0.5"], "error: admission 'slo': missing parameter 'model'"),
+        (["--model", "Llama-2-70B", "--gpu", "L4"], "error: Llama-2-70B does not fit on L4"),
     ],
 )  # fmt: skip
 def test_bad_components_fail_with_one_line(args: list[str], message: str) -> None:

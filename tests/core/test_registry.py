@@ -6,7 +6,7 @@ import pytest
 
 from fairserve.core.policies import POLICIES
 from fairserve.core.predict import PREDICTORS
-from fairserve.core.registry import ComponentError, ComponentSpec, parse_list
+from fairserve.core.registry import ComponentError, ComponentSpec, Registry, parse_list
 from fairserve.core.route import ROUTERS
 
 
@@ -76,6 +76,14 @@ def test_context_goes_only_where_the_factory_accepts_it() -> None:
     c = ROUTERS.build("p2c", seed=4)
     draws = [r._rng.random() for r in (a, b, c)]  # type: ignore[attr-defined]
     assert draws[0] == draws[1] != draws[2]
+
+
+def test_a_required_parameter_left_out_is_named() -> None:
+    reg: Registry[object] = Registry("widget")
+    reg.register("needs-path")(lambda path, size=1: (path, size))
+    with pytest.raises(ComponentError, match=r"widget 'needs-path': missing parameter 'path'"):
+        reg.build("needs-path:size=2")
+    assert reg.build("needs-path", path="ctx") == ("ctx", 1)  # the driver's context counts
 
 
 def test_driver_only_context_is_not_a_user_parameter() -> None:

@@ -84,3 +84,39 @@ def test_bad_config_names_the_key(tmp_path: Path) -> None:
         )
     with pytest.raises(UnknownProfileError, match="must be an integer"):
         model_from_config(write(tmp_path, {**LLAMA_2_7B, "vocab_size": "many"}))
+
+
+BLOOM_176B = {
+    "model_type": "bloom", "n_layer": 70, "n_head": 112, "hidden_size": 14336,
+    "vocab_size": 250880, "seq_length": 2048, "torch_dtype": "bfloat16",
+}  # fmt: skip
+OPT_66B = {
+    "model_type": "opt", "num_hidden_layers": 64, "num_attention_heads": 72,
+    "hidden_size": 9216, "ffn_dim": 36864, "vocab_size": 50272,
+    "max_position_embeddings": 2048, "torch_dtype": "float16",
+}  # fmt: skip
+FALCON_7B = {
+    "model_type": "falcon", "num_hidden_layers": 32, "num_attention_heads": 71,
+    "hidden_size": 4544, "vocab_size": 65024, "multi_query": True, "parallel_attn": True,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("cfg", "billions"), [(BLOOM_176B, 176.2), (OPT_66B, 65.7)]
+)  # fmt: skip
+def test_gpt_style_families_read_with_their_own_key_names(
+    tmp_path: Path, cfg: dict[str, Any], billions: float
+) -> None:
+    # Ungated MLPs (two matrices of hidden x 4 hidden), tied embeddings by default:
+    # the model cards' parameter counts.
+    model = model_from_config(write(tmp_path, cfg))
+    assert model.params / 1e9 == pytest.approx(billions, rel=0.005)
+    assert model.tie_word_embeddings and model.max_model_len == 2048
+    assert model.num_kv_heads == model.num_attention_heads  # plain multi-head attention
+
+
+def test_falcon_multi_query_has_one_kv_head(tmp_path: Path) -> None:
+    model = model_from_config(write(tmp_path, FALCON_7B))
+    assert (model.num_kv_heads, model.head_dim, model.intermediate_size) == (1, 64, 4 * 4544)
+    # One KV head: the cache per token is 1/71 of multi-head attention's.
+    assert model.kv_bytes_per_token(1) == 2 * 32 * 64 * 2

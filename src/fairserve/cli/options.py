@@ -22,6 +22,7 @@ from rich.markup import escape
 
 from fairserve.core.registry import ComponentError, ComponentSpec, Registry, parse_list
 from fairserve.sim.cost import UnknownProfileError
+from fairserve.sim.engine import kv_blocks
 from fairserve.sim.run import SimConfig
 from fairserve.workload import TraceError, Workload, load
 from fairserve.workload.generate import TenantMix, synthetic
@@ -211,7 +212,8 @@ def build_config(
         config = SimConfig.from_options(
             opts, tenants, policy=policy, router=router, predictor=predictor, admission=admission
         )
-        config.instances[0].cost_model()  # fail early on an unknown GPU/model/profile
+        for instance in config.instances:  # fail early: an unknown GPU/model/profile, a
+            kv_blocks(instance.cost_model(), instance.engine)  # model that does not fit
     except (ValueError, UnknownProfileError) as exc:
         raise fail(str(exc)) from exc
     return config

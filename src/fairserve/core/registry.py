@@ -264,6 +264,12 @@ class Registry(Generic[T]):
             for k, v in context.items()
             if k not in spec.params and (accepted is None or k in accepted)
         }
+        missing = [k for k in _required(factory) if k not in spec.params and k not in given]
+        if missing:
+            raise ComponentError(
+                f"{self.kind} {spec.name!r}: missing parameter {missing[0]!r} "
+                f"(write {spec.name}:{missing[0]}=...)"
+            )
         try:
             return factory(**given, **spec.params)
         except (TypeError, ValueError) as exc:
@@ -285,6 +291,20 @@ class Registry(Generic[T]):
         except (ImportError, AttributeError) as exc:
             raise ComponentError(f"unknown {self.kind} {name!r} ({exc}); known: {known}") from None
         return factory
+
+
+def _required(factory: Callable[..., Any]) -> list[str]:
+    """Keyword-passable parameters of ``factory`` without a default."""
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [
+        p.name
+        for p in sig.parameters.values()
+        if p.kind in kinds and p.default is inspect.Parameter.empty
+    ]
 
 
 def _signature(factory: Callable[..., Any]) -> list[str] | None:

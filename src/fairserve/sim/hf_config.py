@@ -15,6 +15,14 @@ experts, norms, LM head), so a model needs no entry in ``models.yaml``:
   ``kv_lora_rank`` is set: the KV cache holds ``kv_lora_rank +
   qk_rope_head_dim`` values per token and layer, replicated on every tp rank.
 
+- GPT-style families with an ungated MLP of two matrices (BLOOM, OPT, Falcon,
+  GPT-2, GPT-NeoX, GPT-J, StarCoder, Phi): their own key names (``n_layer``,
+  ``n_head``, ``n_embd``, ``ffn_dim`` ...; ``ALIASES``), an MLP of
+  ``4 x hidden`` when the config gives no width, embeddings tied unless the
+  config says otherwise (Hugging Face's default), Falcon's multi-query or
+  grouped KV heads. Their linear-layer biases and learned position
+  embeddings (under 0.1% of the parameters) are left out.
+
 MoE: compute follows the active parameters, memory (KV sizing) the total, and
 a step reads the routed experts its tokens go to (``num_experts``,
 ``experts_per_token``, ``expert_params``).
@@ -36,6 +44,39 @@ REQUIRED = (
     "intermediate_size",
     "vocab_size",
 )
+
+
+# Other families' names for the keys read here (the first one present is used).
+ALIASES = {
+    "num_hidden_layers": ("n_layer", "num_layers", "n_layers"),
+    "num_attention_heads": ("n_head", "num_heads"),
+    "hidden_size": ("n_embd", "d_model"),
+    "intermediate_size": ("ffn_dim", "n_inner", "ffn_hidden_size"),
+    "num_key_value_heads": ("num_kv_heads", "n_head_kv"),
+    "max_position_embeddings": ("n_positions", "seq_length", "max_sequence_length"),
+}
+# Model types whose MLP is up and down projections (2 matrices), not gated (3).
+UNGATED = frozenset({
+    "bloom", "opt", "falcon", "RefinedWeb", "RefinedWebModel", "gpt2", "gpt_neox", "gptj",
+    "gpt_bigcode", "starcoder2", "phi",
+})  # fmt: skip
+
+
+def _canonical(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` with each family's key names mapped to the ones read here."""
+    out = dict(cfg)
+    for key, names in ALIASES.items():
+        if out.get(key) is None:
+            found = next((out[n] for n in names if out.get(n) is not None), None)
+            if found is not None:
+                out[key] = found
+    if out.get("model_type") in UNGATED:
+        if out.get("intermediate_size") is None and isinstance(out.get("hidden_size"), int):
+            out["intermediate_size"] = 4 * out["hidden_size"]
+        out.setdefault("tie_word_embeddings", True)
+        if out.get("multi_query") and not out.get("new_decoder_architecture"):
+            out["num_key_value_heads"] = 1  # Falcon-7B: one KV head shared by all
+    return out
 
 
 def _int(cfg: dict[str, Any], key: str, path: Path, default: int | None = None) -> int:
@@ -74,7 +115,8 @@ def _attention_params(cfg: dict[str, Any], path: Path) -> tuple[int, int, int, i
 def _mlp_params(cfg: dict[str, Any], path: Path) -> tuple[int, int]:
     """(total, active) MLP parameters over all layers, routers included."""
     h, layers = _int(cfg, "hidden_size", path), _int(cfg, "num_hidden_layers", path)
-    dense = 3 * h * _int(cfg, "intermediate_size", path)
+    matrices = 2 if cfg.get("model_type") in UNGATED else 3
+    dense = matrices * h * _int(cfg, "intermediate_size", path)
     if cfg.get("n_routed_experts"):  # DeepSeek MoE
         experts = _int(cfg, "n_routed_experts", path)
         active = _int(cfg, "num_experts_per_tok", path)
@@ -116,6 +158,7 @@ def model_from_config(path: Path, name: str | None = None) -> ModelSpec:
         raise UnknownProfileError(f"cannot read model config {path}: {exc}") from exc
     if not isinstance(cfg, dict):
         raise UnknownProfileError(f"{path}: expected a JSON object (a Hugging Face config.json)")
+    cfg = _canonical(cfg)
     for key in REQUIRED:
         _int(cfg, key, path)
     h, layers = cfg["hidden_size"], cfg["num_hidden_layers"]
