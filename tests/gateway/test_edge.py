@@ -12,6 +12,7 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import pytest
 import yaml
 
 from tests.gateway.helpers import KEY_A, MODEL, ended_total, gateway_config, gateway_thread
-from tests.gateway.servers import Proc, ServerThread, engine_thread, free_port
+from tests.gateway.servers import FAST_ENGINE, Proc, ServerThread, engine_thread, free_port
 
 LIMITS = {
     "max_body_bytes": 2**20,
@@ -187,16 +188,17 @@ def test_slow_body_is_408(served: Proc) -> None:
     assert status == 408 and body["error"]["code"] == "request_timeout"
 
 
-def _rejected(proc: Proc, status: int) -> float:
+def _requests_total(proc: Proc, outcome: str) -> float:
+    """Tenant ``a``'s ``fairserve_requests_total`` of one outcome, from /metrics."""
     text = httpx.get(proc.url + "/metrics").text
     for line in text.splitlines():
-        if line.startswith(f'fairserve_requests_total{{outcome="rejected_{status}",tenant="a"}}'):
+        if line.startswith(f'fairserve_requests_total{{outcome="{outcome}",tenant="a"}}'):
             return float(line.split()[-1])
     return 0.0
 
 
 def test_a_client_gone_before_its_body_is_counted_not_an_error(served: Proc) -> None:
-    before = _rejected(served, 499)
+    before = _requests_total(served, "rejected_499")
     for expect in (False, True):  # a plain partial body; an Expect: 100-continue left unsent
         with contextlib.closing(_connect(served)) as sock:
             headers = {"authorization": f"Bearer {KEY_A}", "content-length": "1000"}
@@ -207,10 +209,10 @@ def test_a_client_gone_before_its_body_is_counted_not_an_error(served: Proc) -> 
                 sock.sendall(b'{"model": ')
             time.sleep(0.2)
     deadline = time.monotonic() + 5
-    while _rejected(served, 499) < before + 2 and time.monotonic() < deadline:
+    while _requests_total(served, "rejected_499") < before + 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     # Answered (to no one) as a 499 and counted, instead of an exception out of the app.
-    assert _rejected(served, 499) == before + 2
+    assert _requests_total(served, "rejected_499") == before + 2
     assert httpx.get(served.url + "/healthz").status_code == 200
 
 
@@ -283,3 +285,43 @@ def test_unknown_route_and_wrong_method_are_json(gateway: tuple[str, Any]) -> No
     wrong = httpx.get(url + "/v1/chat/completions")
     assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
     assert "POST" in wrong.headers["allow"]
+
+
+def test_a_client_that_stops_reading_its_stream_is_dropped(tmp_path: Path) -> None:
+    """Its socket and its engine slot are freed once the server's writes stay paused
+    for write_stall_timeout_s; the request ends once, as cancelled."""
+    fast = replace(FAST_ENGINE, time_scale=0.001)  # tokens fast enough to fill the buffers
+    with engine_thread(fast) as engine:
+        config = {
+            "models": [MODEL],
+            "tenants": {"a": {"api_key": KEY_A}},
+            "backends": [{"url": engine.url, "max_concurrency": 1}],
+            "limits": {**LIMITS, "write_stall_timeout_s": 1.0},
+        }
+        path = tmp_path / "gw.yaml"
+        path.write_text(yaml.safe_dump(config))
+        port = free_port()
+        proc = Proc(["serve", "--config", str(path), "--port", str(port)], port, "/healthz")
+        try:
+            proc.wait_ready()
+            body = json.dumps({"model": MODEL, "prompt": "hi", "max_tokens": 30000,
+                               "stream": True, "ignore_eos": True}).encode()  # fmt: skip
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            with contextlib.closing(sock):
+                sock.connect(("127.0.0.1", port))
+                sock.sendall(_head("/v1/completions", {
+                    "authorization": f"Bearer {KEY_A}", "content-type": "application/json",
+                    "content-length": str(len(body))}) + body)  # fmt: skip
+                deadline = time.monotonic() + 30
+                while _requests_total(proc, "cancelled") < 1 and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                assert _requests_total(proc, "cancelled") == 1
+            # The one engine slot is free again: the next request is served at once.
+            answer = httpx.post(proc.url + "/v1/completions", timeout=10,
+                                headers={"authorization": f"Bearer {KEY_A}"},
+                                json={"model": MODEL, "prompt": "hi", "max_tokens": 2})  # fmt: skip
+            assert answer.status_code == 200
+            assert _requests_total(proc, "cancelled") == 1  # ended once
+        finally:
+            proc.kill()

@@ -172,6 +172,9 @@ class EdgeLimitsConfig(_Model):
     request is closed after this long. ``max_connections``: connections (and
     requests) open at once; beyond it the server answers 503.
     ``max_json_depth``: nesting of arrays and objects in a body (400 beyond).
+    ``write_stall_timeout_s``: a client that takes none of its answer for this
+    long (the server's writes stay paused on a full buffer) is disconnected;
+    its request ends as cancelled and frees its engine slot.
     """
 
     max_body_bytes: int = Field(default=8 * 2**20, ge=1024)
@@ -182,6 +185,7 @@ class EdgeLimitsConfig(_Model):
     idle_timeout_s: float = Field(default=30.0, gt=0)
     max_connections: int = Field(default=2048, ge=1)
     max_json_depth: int = Field(default=64, ge=2)
+    write_stall_timeout_s: float = Field(default=60.0, gt=0)
 
 
 class StateConfig(_Model):

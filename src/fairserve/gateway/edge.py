@@ -6,7 +6,10 @@ them) nor times them out (slowloris: its keep-alive timer only runs between
 requests), and it answers a malformed request with plain text. The protocol
 here adds a bound on the bytes of the request line and headers (an
 OpenAI-shaped 431 as soon as it is passed), a deadline for them from the
-connection's first moment (or the next request's first byte), and JSON 400s.
+connection's first moment (or the next request's first byte), JSON 400s, and
+a deadline for a client that stops reading its answer (the server's writes
+paused that long: the connection is dropped, which frees the socket and, for
+a stream, the engine slot it holds).
 The body's limits (size, time) and the header count are checked by the app
 (:mod:`.parse`, :class:`.asgi.HeaderLimit`).
 """
@@ -39,10 +42,12 @@ class EdgeProtocol(HttpToolsProtocol):
 
     header_timeout_s: float = 10.0
     max_header_bytes: int = 16 * 2**10
+    write_stall_timeout_s: float = 60.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
+        self._stall_timer: asyncio.TimerHandle | None = None
         self._head_bytes = 0  # request line and headers of the request being parsed
         self._too_large = False
 
@@ -85,7 +90,32 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._unstall()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        # The transport's buffer is over its high-water mark: the client is not
+        # taking its answer as fast as it comes. It has until the deadline to
+        # take some (resume_writing) before the connection is dropped.
+        super().pause_writing()
+        self._unstall()
+        self._stall_timer = self.loop.call_later(self.write_stall_timeout_s, self._write_stalled)
+
+    def resume_writing(self) -> None:
+        self._unstall()
+        super().resume_writing()
+
+    def _unstall(self) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+
+    def _write_stalled(self) -> None:
+        # abort, not close: close would wait for the unsent bytes the client
+        # is not reading. The app then sees a disconnect and ends the request.
+        self._stall_timer = None
+        if not self.transport.is_closing():
+            self.transport.abort()
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
         # Past max_connections uvicorn answers with its own plain-text 503.
@@ -139,7 +169,11 @@ def edge_protocol(limits: EdgeLimitsConfig) -> type[EdgeProtocol]:
     return type(
         "ConfiguredEdgeProtocol",
         (EdgeProtocol,),
-        {"header_timeout_s": limits.header_timeout_s, "max_header_bytes": limits.max_header_bytes},
+        {
+            "header_timeout_s": limits.header_timeout_s,
+            "max_header_bytes": limits.max_header_bytes,
+            "write_stall_timeout_s": limits.write_stall_timeout_s,
+        },
     )
 
 
