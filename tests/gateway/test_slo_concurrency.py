@@ -33,8 +33,11 @@ SEQS = 32
 LIGHT_STREAMS = 2  # the light tenant's concurrent streams (a few % of the batch)
 WARMUP_S = 3.0
 OBJECTIVE_S = 0.030
-# 1.5x the light tenant's time per token alone here (~9.3 ms on the wall clock)
-TIGHT_S = 0.014
+# The tight objective, as a multiple of the light tenant's time per token alone
+# measured in the same run (~9 ms on the wall clock here): set from the machine's
+# own speed, since a fixed figure sits at 1.5x on one machine and 1.6x on a slower
+# or busier one, which the E2E bound of 1.5x cannot absorb.
+TIGHT_OF_ALONE = 1.3
 ENGINE = EngineSettings(model=MODEL, engine=EngineConfig(max_num_seqs=SEQS), time_scale=4.0)
 
 
@@ -110,15 +113,17 @@ def _run(
 
 
 @pytest.fixture(scope="module")
-def runs() -> dict[str, dict[str, Any]]:
+def runs() -> dict[str, Any]:
     """The flood with the objective ignored (off) and held (on), and the light tenant alone."""
+    alone = _run("auto", flood=False)[0]
+    tight_s = TIGHT_OF_ALONE * alone["light_itl_s"]
     return {"off": _run("off")[0], "on": _run("auto")[0],  # on: tenant a has a TPOT objective
-            "alone": _run("auto", flood=False)[0],
-            "tight": _run("auto", objective_s=TIGHT_S)[0]}  # fmt: skip
+            "alone": alone, "tight_s": tight_s,
+            "tight": _run("auto", objective_s=tight_s)[0]}  # fmt: skip
 
 
 def test_a_tpot_objective_holds_the_engines_batch_to_meet_it(
-    runs: dict[str, dict[str, Any]],
+    runs: dict[str, Any],
 ) -> None:
     off, on = runs["off"], runs["on"]
     print("off", off, "on", on)
@@ -133,21 +138,22 @@ def test_a_tpot_objective_holds_the_engines_batch_to_meet_it(
 
 
 def test_the_light_tenants_e2e_p99_beside_the_flood_within_1_5x_of_alone(
-    runs: dict[str, dict[str, Any]],
+    runs: dict[str, Any],
 ) -> None:
-    """Held to a TPOT objective that a full batch misses and a smaller one meets (1.5x
+    """Held to a TPOT objective that a full batch misses and a smaller one meets (1.3x
     its time per token alone), the light tenant's E2E p99 beside the flood stays within
     1.5x of its p99 alone under vtc, while the flood still gets the rest of the engine.
 
     Wall-clock latencies on a shared machine: one fresh repeat of the flooded run is
     allowed (as in test_fairness); both missing fails the test."""
     alone, tight, off = runs["alone"], runs["tight"], runs["off"]
+    tight_s = runs["tight_s"]
     bound = 1.5 * alone["light_e2e_p99_s"]
     print("alone", alone, "tight", tight)
-    assert alone["light_itl_s"] < TIGHT_S < off["light_itl_s"]  # a full batch misses it
+    assert alone["light_itl_s"] < tight_s < off["light_itl_s"]  # a full batch misses it
     assert off["light_e2e_p99_s"] > bound  # what the objective fixes
     if tight["light_e2e_p99_s"] > bound:
-        tight = _run("auto", objective_s=TIGHT_S)[0]
+        tight = _run("auto", objective_s=tight_s)[0]
         print("repeat", tight)
     assert tight["light_requests"] >= 20
     assert tight["light_e2e_p99_s"] <= bound
