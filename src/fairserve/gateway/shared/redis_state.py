@@ -207,7 +207,10 @@ class RedisState:
         for task in [*self._tasks, self._reconnecting]:
             if task is not None:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                # A worker that already died of an error the client raised (seen
+                # after a cluster node restart: a connection without its writer)
+                # must not stop the shutdown and leak every connection.
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         if self.up:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
@@ -218,7 +221,8 @@ class RedisState:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
                 await self._flush_releases()
         if self._client is not None:
-            await self._client.aclose()
+            with contextlib.suppress(RedisError, OSError, TimeoutError, AttributeError):
+                await self._client.aclose()
 
     # ------------------------------------------------------------ round trips
     async def _call(self, op: str, call: Callable[[], Awaitable[T]]) -> T:
