@@ -527,7 +527,10 @@ class RedisState:
                 await self.exchange_learned()
                 if time.monotonic() - self._renewed_s > self.config.lease_ttl_s / 4:
                     await self._renew()
-            except (RedisError, OSError, TimeoutError) as exc:
+            # AttributeError: redis-py's cluster client, after a node restart, can
+            # hand out a connection without its writer; an outage like the others
+            # (logged by _down), not the end of the worker.
+            except (RedisError, OSError, TimeoutError, AttributeError) as exc:
                 self._down("sync", exc)
 
     async def sync(self) -> None:
