@@ -106,9 +106,8 @@ class EdgeProtocol(HttpToolsProtocol):
         super().resume_writing()
 
     def _unstall(self) -> None:
-        if self._stall_timer is not None:
-            self._stall_timer.cancel()
-            self._stall_timer = None
+        _cancel(self._stall_timer)
+        self._stall_timer = None
 
     def _write_stalled(self) -> None:
         # abort, not close: close would wait for the unsent bytes the client
@@ -142,9 +141,8 @@ class EdgeProtocol(HttpToolsProtocol):
         self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
 
     def _disarm(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        _cancel(self._header_timer)
+        self._header_timer = None
 
     def _header_timeout(self) -> None:
         # No answer: a client this slow is not reading one; closing frees the socket.
@@ -154,6 +152,12 @@ class EdgeProtocol(HttpToolsProtocol):
 
 
 _REASONS = {400: "Bad Request", 431: "Request Header Fields Too Large"}
+
+
+def _cancel(timer: asyncio.TimerHandle | None) -> None:
+    """Cancel ``timer`` if it is set."""
+    if timer is not None:
+        timer.cancel()
 
 
 async def _over_capacity(scope: Any, receive: Any, send: Any) -> None:
