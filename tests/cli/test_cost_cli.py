@@ -49,6 +49,40 @@ def test_check_with_the_profile_that_made_the_steps_has_no_error(tmp_path: Path)
     assert table.returncode == 0 and "mape_decode" in table.stdout
 
 
+def varied_steps(tps: tuple[int, ...]) -> str:
+    """Steps timed by the MEASURED factors, varied enough to identify every term."""
+    rows = ["prefill_tokens,prefill_seqs,decode_seqs,kv_tokens,step_time_s,tp"]
+    for tp in tps:
+        model = CostModel.from_names("A100-80GB", "Llama-3.1-70B", tp, MEASURED)
+        for n, b in ((64, 1), (512, 1), (4096, 1), (512, 4), (256, 32)):
+            t = model.step_time_s(n * b, 0, n * b, b * n * (n + 1) // 2, b, b)
+            rows.append(f"{n * b},{b},0,0,{t:.12g},{tp}")
+        for b, ctx in ((1, 300), (1, 6000), (8, 2000), (64, 500), (200, 3000)):
+            t = model.step_time_s(0, b, ctx * b, ctx * b, b, 0)
+            rows.append(f"0,0,{b},{ctx * b},{t:.12g},{tp}")
+    return "\n".join(rows) + "\n"
+
+
+def test_a_profile_fitted_on_some_tp_degrees_checks_another(tmp_path: Path) -> None:
+    """Cross-validation by tp as a user runs it: calibrate on tp 2 and 4, check tp 8."""
+    train, test, profile = tmp_path / "train.csv", tmp_path / "test.csv", tmp_path / "p.yaml"
+    train.write_text(varied_steps((2, 4)))
+    test.write_text(varied_steps((8,)))
+    shape = ("--model", "Llama-3.1-70B", "--gpu", "A100-80GB")
+    cal = fairserve("calibrate", str(train), *shape, "--out", str(profile))
+    assert cal.returncode == 0, cal.stderr
+    for tp_flag in ((), ("--tp", "8"), ("--tp", "2")):  # rows carry their tp; the flag is moot
+        proc = fairserve("cost", "check", str(test), *shape, *tp_flag, "--profile", str(profile),
+                         "--json")  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads(proc.stdout)
+        assert list(result["by_tp"]) == ["8"] and result["mape"] < 5, result
+    other = fairserve("cost", "check", str(test), "--model", "Llama-3.1-8B", "--gpu",
+                      "A100-80GB", "--profile", str(profile))  # fmt: skip
+    assert other.returncode != 0 and "Traceback" not in other.stderr
+    assert "is for Llama-3.1-70B on A100-80GB" in other.stderr
+
+
 def test_check_names_the_bad_line(tmp_path: Path) -> None:
     steps = tmp_path / "steps.csv"
     steps.write_text("prefill_tokens,decode_seqs,kv_tokens,step_time_s\n0,4,400,0.01\n0,4,x,1\n")

@@ -62,8 +62,8 @@ def calibrate_cmd(
     try:
         if model_config is not None:
             model = str(model_config)
-        base = cost_model(gpu, model, tp)
         table = read_steps(steps, tp)
+        base = cost_model(gpu, model, int(table.tp.min()))  # the profile's tp: the smallest fitted
         result = fit(base, table, _fixed(fix), Loss(loss))
     except (UnknownProfileError, StepFileError, UnidentifiableError, ValueError) as exc:
         raise fail(str(exc)) from exc

@@ -49,10 +49,10 @@ def check_cmd(
         tps = sorted({int(t) for t in table.tp})
         if model_config is not None:
             model = str(model_config)
-        base = cost_model(gpu, model, tp if profile is not None else tps[0], profile)
+        base = cost_model(gpu, model, tps[0], profile)
     except (UnknownProfileError, StepFileError, ValueError) as exc:
         raise fail(str(exc)) from exc
-    # A profile's factors apply at every tp in the file; the hardware stays the same.
+    # The factors apply at every tp in the file (each row is predicted at its own).
     result = errors(base, base.efficiency, table)
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")

@@ -691,15 +691,19 @@ def cost_model(
 
     ``profile`` names a file written by ``fairserve calibrate``; without it a
     shipped profile for the same triple is used when there is one, else the
-    default efficiency factors. ``expert_parallel``: an MoE model's experts
-    are spread over the tp GPUs whole (vLLM's ``--enable-expert-parallel``).
+    default efficiency factors. A profile's GPU and model must be ``gpu`` and
+    ``model``; its factors hold at every tp (the model's terms carry the tp
+    degree), so a profile fitted on some tp degrees predicts another.
+    ``expert_parallel``: an MoE model's experts are spread over the tp GPUs
+    whole (vLLM's ``--enable-expert-parallel``).
     """
     if profile is not None:
-        g, m, p_tp, eff = load_profile(profile)
+        g, m, _, eff = load_profile(profile)
         wanted = model_spec(model).name if model.endswith(".json") else model
-        if p_tp != tp or g.name.lower() != gpu.lower() or m.name.lower() != wanted.lower():
+        if g.name.lower() != gpu.lower() or m.name.lower() != wanted.lower():
             raise UnknownProfileError(
-                f"profile {profile} is for {g.name}/{m.name}/tp{p_tp}, not {gpu}/{model}/tp{tp}"
+                f"profile {profile} is for {m.name} on {g.name}, not {wanted} on {gpu}; "
+                f"pass --gpu {g.name} --model {m.name}"
             )
         return CostModel(g, m, tp, eff, expert_parallel)
     g, m = gpu_spec(gpu), model_spec(model)
