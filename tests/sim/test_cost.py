@@ -192,8 +192,10 @@ def test_profile_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert loaded.step_time_s(0, 4, 400, 400, 4, 0) == pytest.approx(
         model.step_time_s(0, 4, 400, 400, 4, 0)
     )
-    with pytest.raises(UnknownProfileError, match="not H100-80GB"):
+    with pytest.raises(UnknownProfileError, match=r"not Qwen2\.5-1\.5B on H100-80GB"):
         cost_model("H100-80GB", "Qwen2.5-1.5B", 1, profile=path)
+    # A profile's efficiencies hold at every tp degree: another tp is taken, not refused.
+    assert cost_model("L4", "Qwen2.5-1.5B", 2, profile=path).tp == 2
 
 
 def test_unmeasured_gpus_take_the_a100_fit_with_the_hop_latency_scaled_by_clock() -> None:
