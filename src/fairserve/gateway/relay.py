@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any
 
 import orjson
@@ -62,9 +63,12 @@ class Relay:
         """The client's SSE stream (upstream bytes forwarded as they come)."""
         for _attempt in range(self.connector.attempts):
             try:
-                async for block in self._blocks(flight, response):
-                    if block.out:
-                        yield block.out
+                # aclosing: a client that hangs up closes the upstream request now,
+                # not when the garbage collector gets to the abandoned generator.
+                async with aclosing(self._blocks(flight, response)) as blocks:
+                    async for block in blocks:
+                        if block.out:
+                            yield block.out
                 return
             except UpstreamError as exc:
                 try:
@@ -79,9 +83,10 @@ class Relay:
         for _attempt in range(self.connector.attempts):
             answer = Answer()
             try:
-                async for block in self._blocks(flight, response):
-                    for chunk in block.chunks:
-                        answer.add(chunk)
+                async with aclosing(self._blocks(flight, response)) as blocks:
+                    async for block in blocks:
+                        for chunk in block.chunks:
+                            answer.add(chunk)
                 return answer.body(flight)
             except UpstreamError as exc:
                 response = await self.connector.recover(flight, exc)
