@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -92,7 +92,9 @@ class Relay:
                 response = await self.connector.recover(flight, exc)
         raise unavailable_error()
 
-    async def _blocks(self, flight: Flight, response: UpstreamResponse) -> AsyncIterator[Block]:
+    async def _blocks(
+        self, flight: Flight, response: UpstreamResponse
+    ) -> AsyncGenerator[Block, None]:
         """Blocks of whole events of one upstream stream, accounted; raises if it breaks off."""
         buf = b""
         done = False
