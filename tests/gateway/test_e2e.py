@@ -100,6 +100,13 @@ def test_error_cases(gateway: tuple[str, Gateway]) -> None:
     long_completion = _post(url, {"model": MODEL, "prompt": "word " * 200}, path="/v1/completions")
     assert _error(long_completion, 400)["param"] == "prompt"
     assert _error(_post(url, {**GOOD, "model": "gpt-9"}), 404)["code"] == "model_not_found"
+    # token ids beyond the model's vocabulary: the engine's 400 (as vLLM's), passed on
+    for prompt in ([1, 2, 10**9], [[5, 10**9]]):
+        oov = _post(url, {"model": MODEL, "prompt": prompt}, path="/v1/completions")
+        assert "out of vocabulary" in str(_error(oov, 400)["message"])
+    in_vocab = _post(url, {"model": MODEL, "prompt": [[5, 6]], "max_tokens": 2},
+                     path="/v1/completions")  # fmt: skip
+    assert in_vocab.status_code == 200
     huge = {**GOOD, "max_tokens": 10**6}  # passes the gateway, the engine refuses: passed on
     assert _error(_post(url, huge), 400)["code"] == "context_length_exceeded"
     # n > 1 passes the gateway; the simulated engine serves n = 1 only: passed on
@@ -115,7 +122,8 @@ def test_error_cases(gateway: tuple[str, Gateway]) -> None:
     assert state.admitted == ended_total(state)
     metrics = httpx.get(url + "/metrics").text
     assert 'fairserve_requests_total{outcome="rejected_429",tenant="b"} 1.0' in metrics
-    assert 'fairserve_requests_total{outcome="failed",tenant="a"} 3.0' in metrics
+    # the engine's 400s: the batch, the two out-of-vocabulary prompts, max_tokens, n
+    assert 'fairserve_requests_total{outcome="failed",tenant="a"} 5.0' in metrics
 
 
 def test_queue_timeout_is_503() -> None:

@@ -142,6 +142,15 @@ class _Generation:
         }
 
 
+def _max_token_id(prompt: object) -> int:
+    """The largest token id of a prompt given as ids (also a batch of one); -1 for text."""
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], list | str):
+        prompt = prompt[0]
+    if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
+        return max(prompt)
+    return -1
+
+
 class EngineServer:
     """The HTTP face of one :class:`RealtimeEngine`."""
 
@@ -149,6 +158,7 @@ class EngineServer:
         self.settings = settings
         cost = cost_model(settings.gpu, settings.model, settings.tp)
         self.max_model_len = settings.engine.max_model_len or cost.model.max_model_len
+        self.vocab_size = cost.model.vocab_size
         self.engine = RealtimeEngine(cost, settings.engine, time_scale=settings.time_scale)
         self._ids = itertools.count()
         self.requests_total = 0
@@ -178,6 +188,10 @@ class EngineServer:
             raise bad_request("the simulated engine serves n = 1 only", param="n")
         if parsed.prompts != 1:
             raise bad_request("the simulated engine serves one prompt per request", param="prompt")
+        top = _max_token_id(parsed.body.get("prompt"))
+        if top >= self.vocab_size:  # as vLLM answers it
+            raise bad_request(f"Token id {top} is out of vocabulary (the model has "
+                              f"{self.vocab_size} tokens)", param="prompt")  # fmt: skip
         output_tokens = self._output_tokens(parsed)
         n = next(self._ids)
         prefix = "chatcmpl" if parsed.endpoint is Endpoint.CHAT else "cmpl"
