@@ -58,6 +58,12 @@ from fairserve.gateway.shared import lua
 from fairserve.gateway.shared.base import StateUnavailable
 from fairserve.gateway.shared.memory import take_local
 
+#: What a lost or broken Redis raises: redis-py's own errors, the socket's, a
+#: timeout, and AttributeError, which redis-py's cluster client raises after a
+#: node restart when it hands out a connection without its writer. Each marks
+#: the state down (logged) and reconnects; none ends a worker.
+REDIS_OUTAGE = (RedisError, OSError, TimeoutError, AttributeError)
+
 if TYPE_CHECKING:
     from fairserve.core.policies.base import Policy
     from fairserve.core.predict import Predictor
@@ -213,15 +219,15 @@ class RedisState:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         if self.up:
-            with contextlib.suppress(RedisError, OSError, TimeoutError):
+            with contextlib.suppress(*REDIS_OUTAGE):
                 await self.exchange_learned()
             for index, leases in self._leases.items():
                 self._releases[index] += leases.held()
                 leases.idle.clear()
-            with contextlib.suppress(RedisError, OSError, TimeoutError):
+            with contextlib.suppress(*REDIS_OUTAGE):
                 await self._flush_releases()
         if self._client is not None:
-            with contextlib.suppress(RedisError, OSError, TimeoutError, AttributeError):
+            with contextlib.suppress(*REDIS_OUTAGE):
                 await self._client.aclose()
 
     # ------------------------------------------------------------ round trips
@@ -231,7 +237,7 @@ class RedisState:
         start = time.perf_counter()
         try:
             result = await call()
-        except (RedisError, OSError, TimeoutError):
+        except REDIS_OUTAGE:
             self._metrics.errors.labels(op).inc()
             raise
         self._metrics.rtt.labels(op).observe(time.perf_counter() - start)
@@ -274,7 +280,7 @@ class RedisState:
         try:
             await self._renew()
             await self._flush_releases()
-        except (RedisError, OSError, TimeoutError):
+        except REDIS_OUTAGE:
             return False
         self.up = True
         assert self._metrics is not None
@@ -286,7 +292,7 @@ class RedisState:
         # drop them all, so no request meets one later.
         client = self._client
         assert client is not None
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*REDIS_OUTAGE):
             if isinstance(client, RedisCluster):
                 await client.aclose()  # (the next command maps the cluster again)
             else:
@@ -321,7 +327,7 @@ class RedisState:
             taken, wait, rl, tl = await self._call(
                 "rate", lambda: self._script("RATE", [self._key(f"rate:{tenant.name}")], args)
             )
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_OUTAGE as exc:
             self._down("rate", exc)
             return self._rate_locally(tenant, cost_tokens, now_s)
         if rq is not None:
@@ -385,7 +391,7 @@ class RedisState:
                 self._release_unused()
                 # Leaves the waiters of backends no longer waited for: the turn passes on.
                 await self._flush_releases(frozenset(self._waiting - self._wanted))
-            except (RedisError, OSError, TimeoutError) as exc:
+            except REDIS_OUTAGE as exc:
                 self._down("slot", exc)
                 continue
             if self._wanted and not granted:
@@ -480,7 +486,7 @@ class RedisState:
                 # a cluster's pub/sub picks its node from the client's slot map
                 try:
                     await client.initialize()
-                except (RedisError, OSError, TimeoutError):
+                except REDIS_OUTAGE:
                     await asyncio.sleep(self.config.retry_interval_s)
                     continue
             pubsub = client.pubsub(ignore_subscribe_messages=True)
@@ -498,11 +504,11 @@ class RedisState:
                 # RedisError (a cluster node restarted under it). Wakes only
                 # hurry the slot worker, whose poll covers missed ones: listen
                 # again, whatever it was.
-                if not isinstance(exc, RedisError | OSError | TimeoutError):
+                if not isinstance(exc, REDIS_OUTAGE):
                     log.warning("wake listener: %r; subscribing again", exc)
                 await asyncio.sleep(self.config.retry_interval_s)
             finally:
-                with contextlib.suppress(RedisError, OSError, TimeoutError):
+                with contextlib.suppress(*REDIS_OUTAGE):
                     await pubsub.aclose()
 
     async def _renew(self) -> None:
@@ -527,10 +533,7 @@ class RedisState:
                 await self.exchange_learned()
                 if time.monotonic() - self._renewed_s > self.config.lease_ttl_s / 4:
                     await self._renew()
-            # AttributeError: redis-py's cluster client, after a node restart, can
-            # hand out a connection without its writer; an outage like the others
-            # (logged by _down), not the end of the worker.
-            except (RedisError, OSError, TimeoutError, AttributeError) as exc:
+            except REDIS_OUTAGE as exc:
                 self._down("sync", exc)
 
     async def sync(self) -> None:
