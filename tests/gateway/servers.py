@@ -138,7 +138,7 @@ def _scripted_chunks(body: dict[str, Any], tool_calls: bool) -> list[dict[str, A
     chunks: list[dict[str, Any]] = []
 
     def choice(index: int, piece: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        logprobs = None
+        logprobs: dict[str, list[Any]] | None = None
         text = piece.get("content") or piece.get("text")
         if text and chat:
             logprobs = {"content": [{"token": text, "logprob": -0.5, "top_logprobs": []}]}
