@@ -59,10 +59,12 @@ from fairserve.gateway.shared.base import StateUnavailable
 from fairserve.gateway.shared.memory import take_local
 
 #: What a lost or broken Redis raises: redis-py's own errors, the socket's, a
-#: timeout, and AttributeError, which redis-py's cluster client raises after a
-#: node restart when it hands out a connection without its writer. Each marks
-#: the state down (logged) and reconnects; none ends a worker.
-REDIS_OUTAGE = (RedisError, OSError, TimeoutError, AttributeError)
+#: timeout, and two that redis-py lets through from a connection a restarted
+#: node closed under it: AttributeError (its cluster client hands out a
+#: connection without its writer) and RuntimeError (asyncio's "unable to
+#: perform operation on <TCPTransport closed=True>"). Each marks the state
+#: down (logged) and reconnects; none ends a worker.
+REDIS_OUTAGE = (RedisError, OSError, TimeoutError, AttributeError, RuntimeError)
 
 if TYPE_CHECKING:
     from fairserve.core.policies.base import Policy
